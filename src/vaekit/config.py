@@ -1,0 +1,168 @@
+"""Run configuration as dataclasses that round-trip to JSON.
+
+A run folder holds `config.json`; `RunConfig.load(path)` followed by `vaekit.train`
+repeats the run exactly (same seed, same data order, same numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # registry name: mnist, fashion-mnist, ...
+    path: str | None = None  # folder or file for datasets that are not built in
+    binarize: str = "none"  # none | dynamic (fresh Bernoulli draws every batch)
+    limit_train: int | None = None  # use only the first N training examples (quick tests)
+    limit_test: int | None = None
+    shape: list[int] | None = None  # (C, H, W) of one example; recorded when training starts
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vae"  # registry name
+    arch: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [400])
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0  # beta ramps linearly from 0 to `beta` over this many epochs
+    eval_batch_size: int = 1000
+    checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    num_threads: int = 0  # 0: torch's default (one per physical core)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "vae-mnist"
+    preset: str | None = None
+    n_samples: int = 64  # prior samples drawn into samples.png
+    version: int = CONFIG_VERSION
+
+    def validate(self) -> RunConfig:
+        """Raise ConfigError naming the first out-of-range value."""
+        _check(self.model.latent_dim >= 1, "model.latent_dim must be >= 1")
+        _check(
+            len(self.model.hidden) >= 1 and all(h >= 1 for h in self.model.hidden),
+            "model.hidden must be a non-empty list of positive sizes",
+        )
+        _check(self.train.epochs >= 1, "train.epochs must be >= 1")
+        _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(self.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1")
+        _check(self.train.lr > 0, "train.lr must be > 0")
+        _check(self.train.beta >= 0, "train.beta must be >= 0")
+        _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
+        _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")
+        _check(self.n_samples >= 1, "n_samples must be >= 1")
+        _check(
+            self.train.device == "auto"
+            or self.train.device == "cpu"
+            or self.train.device.startswith("cuda"),
+            f"train.device must be auto, cpu, cuda or cuda:N, got {self.train.device!r}",
+        )
+        _check(self.data.binarize in ("none", "dynamic"), "data.binarize must be none or dynamic")
+        for limit in ("limit_train", "limit_test"):
+            value = getattr(self.data, limit)
+            _check(value is None or value >= 1, f"data.{limit} must be >= 1")
+        _check(
+            self.version <= CONFIG_VERSION,
+            f"config version {self.version} is newer than this vaekit understands "
+            f"({CONFIG_VERSION}); upgrade vaekit",
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        return _build(cls, raw, source).validate()
+
+    def save(self, path: str | Path) -> None:
+        from .runs import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(raw, source=str(path))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+        )
+    kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {hint}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,5 @@
+"""Network bodies for encoders and decoders."""
+
+from .mlp import MLPDecoder, MLPEncoder
+
+__all__ = ["MLPDecoder", "MLPEncoder"]

@@ -1,0 +1,50 @@
+"""Named configurations. Each tutorial preset keeps that tutorial's network and budget but
+uses vaekit's objective (reconstruction summed over pixels, so the KL keeps its weight)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .config import RunConfig
+from .errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {
+        "_about": "MLP 784-400-20, batch 128, Adam 1e-3, 10 epochs (the PyTorch example's VAE)",
+        "model": {"hidden": [400], "latent_dim": 20},
+        "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    },
+    "tutorial-mlp128-z2": {
+        "_about": "tutorial: MLP 128, 2-D latent space",
+        "model": {"hidden": [128], "latent_dim": 2},
+        "train": {"epochs": 10, "batch_size": 128},
+    },
+    "tutorial-mlp256-128-z2": {
+        "_about": "tutorial: MLP 256-128, 2-D latent, 20 epochs, batch 128, 10 samples",
+        "model": {"hidden": [256, 128], "latent_dim": 2},
+        "train": {"epochs": 20, "batch_size": 128},
+        "n_samples": 10,
+    },
+    "tutorial-mlp256-z2": {
+        "_about": "tutorial: MLP 256, 2-D latent space",
+        "model": {"hidden": [256], "latent_dim": 2},
+        "train": {"epochs": 10, "batch_size": 128},
+    },
+    "tutorial-mlp512-z128": {
+        "_about": "tutorial: MLP 512, 128-D latent space, 5 samples",
+        "model": {"hidden": [512], "latent_dim": 128},
+        "train": {"epochs": 10, "batch_size": 128},
+        "n_samples": 5,
+    },
+}
+
+
+def preset(name: str) -> RunConfig:
+    """The RunConfig of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    raw = {k: copy.deepcopy(v) for k, v in PRESETS[name].items() if not k.startswith("_")}
+    raw.setdefault("name", f"{name}-mnist")
+    raw["preset"] = name
+    return RunConfig.from_dict(raw)
