@@ -125,8 +125,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--beta", type=non_negative_float, help="KL weight (beta-VAE); 1 is the ELBO")
     g.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS", help="ramp beta from 0")
-    g.add_argument("--checkpoint-every", type=non_negative_int, metavar="STEPS",
-                   help="also checkpoint every STEPS batches (0: end of each epoch only)")  # fmt: skip
+    g.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        metavar="STEPS",
+        help="also checkpoint every STEPS batches (0: end of each epoch only)",
+    )
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
@@ -192,8 +196,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # --- sample / reconstruct / info ------------------------------------------------------------
 def add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="draw images from the prior of a trained run",
-                       description="Decode n draws from the prior N(0, I) into a PNG grid.")  # fmt: skip
+    p = sub.add_parser(
+        "sample",
+        help="draw images from the prior of a trained run",
+        description="Decode n draws from the prior N(0, I) into a PNG grid.",
+    )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/samples-N.png)")
@@ -219,9 +226,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def add_reconstruct(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reconstruct", help="reconstruct test images with a trained run",
-                       description="Encode test images, decode their posterior means, and "
-                       "write originals above reconstructions; prints the reconstruction error.")  # fmt: skip
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct test images with a trained run",
+        description="Encode test images, decode their posterior means, and "
+        "write originals above reconstructions; prints the reconstruction error.",
+    )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-n", type=positive_int, default=32, help="images in the picture (default 32)")
     p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/reconstructions.png)")
@@ -258,8 +268,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarise a run folder",
-                       description="Print a run's configuration, size, progress and final metrics.")  # fmt: skip
+    p = sub.add_parser(
+        "info",
+        help="summarise a run folder",
+        description="Print a run's configuration, size, progress and final metrics.",
+    )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run_command=cmd_info)
