@@ -1,0 +1,136 @@
+"""`vaekit sample`, `reconstruct` and `info`: look at a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .args import check_png, positive_int
+
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw images from the prior of a trained run",
+        description="Decode n draws from the prior N(0, I) into a PNG grid.",
+    )
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/samples-N.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run_command=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import plots
+    from ..train import load
+
+    model = load(args.run, device=args.device)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    output = args.output or args.run / f"samples-{args.n}.png"
+    check_png(output)
+    plots.save_grid(model.sample(args.n, generator=generator), output)
+    print(f"wrote {output}")
+    return 0
+
+
+def add_reconstruct(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct test images with a trained run",
+        description="Encode test images, decode their posterior means, and "
+        "write originals above reconstructions; prints the reconstruction error.",
+    )
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-n", type=positive_int, default=32, help="images in the picture (default 32)")
+    p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/reconstructions.png)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run_command=cmd_reconstruct)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import plots
+    from ..data import BatchIterator, load_data
+    from ..runs import RunFolder
+    from ..train import load
+
+    model = load(args.run, device=args.device)
+    device = next(model.parameters()).device
+    test = load_data(RunFolder(args.run).load_config().data).test
+    output = args.output or args.run / "reconstructions.png"
+    check_png(output)
+    originals = test.x[: args.n].to(device)
+    plots.save_reconstructions(originals, model.reconstruct(originals), output)
+    squared_error = 0.0
+    for x, _ in BatchIterator(test.x, None, 1000, shuffle=False):
+        x = x.to(device)
+        squared_error += (model.reconstruct(x) - x).square().sum().item()
+    mse = squared_error / test.x.numel()
+    with torch.no_grad():
+        print(
+            f"reconstruction MSE {mse:.5f} per pixel on [0,1] intensities ({len(test)} test images)"
+        )
+    print(f"wrote {output}")
+    return 0
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="summarise a run folder",
+        description="Print a run's configuration, size, progress and final metrics.",
+    )
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run_command=cmd_info)
+
+
+def run_summary(path: Path) -> dict[str, Any]:
+    from ..runs import RunFolder
+    from ..train import load
+
+    run = RunFolder(path).require()
+    config = run.load_config()
+    metrics = run.read_metrics()
+    model = load(path)
+    return {
+        "run": str(path),
+        "preset": config.preset,
+        "dataset": config.data.name,
+        "model": f"{config.model.name} ({config.model.arch} {config.model.hidden}, z={config.model.latent_dim})",
+        "likelihood": config.model.likelihood,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs_done": len(metrics),
+        "epochs_planned": config.train.epochs,
+        "final": metrics[-1] if metrics else None,
+        "files": sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")),
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    summary = run_summary(args.run)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for key in ("run", "preset", "dataset", "model", "likelihood", "parameters"):
+        print(f"{key:12} {summary[key]}")
+    print(f"{'epochs':12} {summary['epochs_done']}/{summary['epochs_planned']}")
+    final = summary["final"]
+    if final:
+        print(
+            f"{'test -ELBO':12} {final['test_neg_elbo']:.2f} nats/image (recon {final['test_recon']:.2f},"
+            f" KL {final['test_kl']:.2f}), {final['test_bits_per_dim']:.4f} bits/dim,"
+            f" active units {final['active_units']}"
+        )
+        if "warning" in final:
+            print(f"{'warning':12} {final['warning']}")
+    print(f"{'files':12} {', '.join(summary['files'])}")
+    return 0
