@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_VERSION = 1
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     num_threads: int = 0  # 0: torch's default (one per physical core)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the networks; losses stay fp32)
 
 
 @dataclass
@@ -82,6 +84,10 @@ class RunConfig:
             or self.train.device == "cpu"
             or self.train.device.startswith("cuda"),
             f"train.device must be auto, cpu, cuda or cuda:N, got {self.train.device!r}",
+        )
+        _check(
+            self.train.precision in PRECISIONS,
+            f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}",
         )
         _check(self.data.binarize in ("none", "dynamic"), "data.binarize must be none or dynamic")
         for limit in ("limit_train", "limit_test"):

@@ -133,6 +133,11 @@ class Trainer:
         self.state = TrainState()
         self.batches = BatchIterator(self.train_x, None, self.cfg.batch_size, seed=self.cfg.seed)
 
+    def autocast(self):
+        """bf16 autocast for the networks when asked for; the model keeps its sums in fp32."""
+        enabled = self.cfg.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
         """KL weight: ramps linearly from 0 to beta over the warm-up epochs."""
@@ -174,7 +179,8 @@ class Trainer:
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         if self.config.data.binarize == "dynamic":
             x = torch.bernoulli(x)
-        terms = self.model.loss(x, self.beta_at(self.state.global_step))
+        with self.autocast():
+            terms = self.model.loss(x, self.beta_at(self.state.global_step))
         loss = terms.loss.item()
         if not math.isfinite(loss):
             raise TrainingDiverged(

@@ -27,6 +27,7 @@ TRAIN_OVERRIDES = {
     "checkpoint_every": ("train", "checkpoint_every_steps"),
     "device": ("train", "device"),
     "threads": ("train", "num_threads"),
+    "precision": ("train", "precision"),
     "name": (None, "name"),
     "n_samples": (None, "n_samples"),
 }
@@ -79,6 +80,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="also checkpoint every STEPS batches (0: end of each epoch only)",
     )
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="bf16: autocast the networks (losses in fp32)"
+    )
     g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

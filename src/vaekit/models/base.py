@@ -9,6 +9,7 @@ the KL and collapses the posterior.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,8 @@ def reparameterize(
     eps = torch.randn(z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
     return torch.addcmul(z_mean, torch.exp(0.5 * z_log_var), eps)
 
+
+LOG_2PI = math.log(2 * math.pi)
 
 NETWORKS = {"mlp": (MLPEncoder, MLPDecoder)}
 
@@ -85,7 +88,8 @@ class GaussianVAE(nn.Module):
         """Training objective on a batch: mean over examples of recon + beta * KL."""
         z_mean, z_log_var = self.encode(x)
         z = reparameterize(z_mean, z_log_var)
-        recon_logits = self.decode(z)
+        recon_logits = self.decode(z).float()  # sums in fp32 even under bf16 autocast
+        z_mean, z_log_var = z_mean.float(), z_log_var.float()
         batch = x.shape[0]
         recon = self.likelihood.nll_sum(recon_logits, x) / batch
         kl = gaussian_kl(z_mean, z_log_var).sum() / batch
@@ -102,6 +106,27 @@ class GaussianVAE(nn.Module):
         kl_per_dim = gaussian_kl(z_mean, z_log_var)
         kl = kl_per_dim.sum(1)
         return {"recon": recon, "kl": kl, "neg_elbo": recon + kl, "kl_per_dim": kl_per_dim}
+
+    @torch.no_grad()
+    def log_importance_weights(
+        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k posterior samples per example: shape (k, B).
+
+        logsumexp over dim 0 minus log k is the IWAE bound (Burda et al. 2015); k = 1 gives
+        an unbiased single-sample ELBO. Memory grows with k * B: callers chunk over k.
+        """
+        z_mean, z_log_var = self.encode(x)  # (B, D) each
+        eps = torch.randn(
+            (k, *z_mean.shape), generator=generator, device=x.device, dtype=z_mean.dtype
+        )
+        z = z_mean + torch.exp(0.5 * z_log_var) * eps  # (k, B, D)
+        log_q = -0.5 * (eps.square() + z_log_var + LOG_2PI).sum(-1)  # (k, B)
+        log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)  # (k, B)
+        recon_params = self.decode(z.flatten(0, 1))  # (k * B, *shape)
+        targets = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
+        log_px = -self.likelihood.nll(recon_params, targets).view(k, -1)  # (k, B)
+        return log_px + log_prior - log_q
 
     # --- conveniences for users -------------------------------------------------------
     @torch.no_grad()
