@@ -10,7 +10,7 @@ images = model.sample(16)
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import load_data
 from .errors import VaekitError
-from .evaluate import evaluate_elbo
+from .evaluate import evaluate_elbo, evaluate_run
 from .presets import PRESETS, preset
 from .train import Run, load, train
 
@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "VaekitError",
     "evaluate_elbo",
+    "evaluate_run",
     "load",
     "load_data",
     "preset",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_VERSION = 1
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -28,15 +29,28 @@ class DataConfig:
     limit_train: int | None = None  # use only the first N training examples (quick tests)
     limit_test: int | None = None
     shape: list[int] | None = None  # (C, H, W) of one example; recorded when training starts
+    # own data (name folder | array | csv, path the folder or file; docs/own-data.md)
+    test_fraction: float = 0.1  # data without a split of its own: seeded random test share
+    split_seed: int = 0
+    color: str = "auto"  # folder: auto (RGB if any image is in colour) | grayscale | rgb
+    resize: list[int] | None = None  # folder: [height, width] every image is resized to
+    label_column: str | None = None  # csv: column of labels (not a feature)
+    id_column: str | None = None  # csv: column of ids (not a feature)
+    columns: list[str] | None = None  # csv: feature columns; recorded when training starts
+    center: list[float] | None = None  # csv: training-split means; recorded when training starts
+    scale: list[float] | None = None  # csv: training-split standard deviations; recorded too
 
 
 @dataclass
 class ModelConfig:
-    name: str = "vae"  # registry name
-    arch: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [400])
+    name: str = "vae"  # registry name: vae, cvae, ae, pca
+    arch: str = "mlp"  # mlp | conv | resnet
+    hidden: list[int] = field(default_factory=lambda: [400])  # dense layers (may be [] for conv)
     latent_dim: int = 20
-    likelihood: str = "bernoulli"
+    likelihood: str = "bernoulli"  # bernoulli | gaussian (one learned variance) | gaussian-perdim
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv/resnet: stride-2 stages
+    res_blocks: int = 2  # resnet: residual blocks per stage
+    n_classes: int | None = None  # cvae: label classes; recorded when training starts
 
 
 @dataclass
@@ -47,11 +61,15 @@ class TrainConfig:
     seed: int = 0
     beta: float = 1.0
     kl_warmup_epochs: int = 0  # beta ramps linearly from 0 to `beta` over this many epochs
+    free_bits: float = 0.0  # nats: floor on each latent dimension's batch-mean KL in the loss
+    iw_k: int = 1  # importance samples of the IWAE training objective (1: the ELBO)
     eval_batch_size: int = 1000
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     num_threads: int = 0  # 0: torch's default (one per physical core)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast for the networks; losses stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32)
+    denoise: str | None = None  # noise like gaussian:0.3: encode corrupted inputs, score clean
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
 
 
 @dataclass
@@ -68,13 +86,36 @@ class RunConfig:
         """Raise ConfigError naming the first out-of-range value."""
         _check(self.model.latent_dim >= 1, "model.latent_dim must be >= 1")
         _check(
-            len(self.model.hidden) >= 1 and all(h >= 1 for h in self.model.hidden),
-            "model.hidden must be a non-empty list of positive sizes",
+            len(self.model.hidden) >= (self.model.arch == "mlp")
+            and all(h >= 1 for h in self.model.hidden),
+            "model.hidden must be a list of positive sizes (non-empty for arch mlp)",
+        )
+        _check(
+            len(self.model.channels) >= 1 and all(c >= 1 for c in self.model.channels),
+            "model.channels must be a non-empty list of positive sizes",
+        )
+        _check(self.model.res_blocks >= 0, "model.res_blocks must be >= 0")
+        _check(
+            self.model.n_classes is None or self.model.n_classes >= 2,
+            "model.n_classes must be >= 2",
+        )
+        _check(
+            self.model.likelihood == "bernoulli" or self.data.binarize == "none",
+            "binarised data (data.binarize dynamic) needs model.likelihood bernoulli",
+        )
+        _check(self.train.free_bits >= 0, "train.free_bits must be >= 0")
+        _check(self.train.iw_k >= 1, "train.iw_k must be >= 1")
+        _check(
+            self.train.iw_k == 1 or self.train.free_bits == 0,
+            "train.free_bits applies to the ELBO objective: use it with train.iw_k 1",
         )
         _check(self.train.epochs >= 1, "train.epochs must be >= 1")
         _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1")
+        for key in ("lr", "beta", "free_bits", "grad_clip"):
+            _check(math.isfinite(getattr(self.train, key)), f"train.{key} must be finite")
         _check(self.train.lr > 0, "train.lr must be > 0")
+        _check(self.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0: no clipping)")
         _check(self.train.beta >= 0, "train.beta must be >= 0")
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
         _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")
@@ -90,6 +131,15 @@ class RunConfig:
             f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}",
         )
         _check(self.data.binarize in ("none", "dynamic"), "data.binarize must be none or dynamic")
+        _check(0 < self.data.test_fraction < 1, "data.test_fraction must be between 0 and 1")
+        _check(
+            self.data.name != "csv" or self.model.likelihood != "bernoulli",
+            "tables (data.name csv) need a Gaussian likelihood: model.likelihood gaussian-perdim",
+        )
+        _check(
+            self.data.shape is None or (len(self.data.shape) == 3 and min(self.data.shape) >= 1),
+            "data.shape must be three positive sizes (C, H, W)",
+        )
         for limit in ("limit_train", "limit_test"):
             value = getattr(self.data, limit)
             _check(value is None or value >= 1, f"data.{limit} must be >= 1")
@@ -105,7 +155,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        return _build(cls, raw, source).validate()
+        config = _build(cls, raw, source)
+        try:
+            return config.validate()
+        except ConfigError as err:  # name the file the value came from
+            if source == "config":
+                raise
+            raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str | Path) -> None:
         from .runs import atomic_write_text
@@ -119,6 +175,10 @@ class RunConfig:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, expected a config file") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(raw, source=str(path))

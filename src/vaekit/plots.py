@@ -1,11 +1,16 @@
-"""Pictures of a run: image grids, latent scatter plots and loss curves (PNG files).
+"""Pictures of a run: image grids, latent scatter plots, labelled image figures, loss curves,
+KL bars and animated GIFs.
 
-Every picture goes through these helpers so that all commands draw the same way.
+Every picture goes through these helpers so that all commands draw the same way: images
+are (N, C, H, W) tensors in [0, 1]; every file is written atomically (temporary file, then
+rename), so an interrupted command never leaves a half-written picture.
 """
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +20,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.colors import Colormap  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .runs import atomic_write_bytes  # noqa: E402
 
+DPI = 110
 
+
+# --- image grids ------------------------------------------------------------------------
 def image_grid(images: torch.Tensor, ncols: int, pad: int = 2) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one uint8 picture (rows*H', cols*W', C) with padding."""
     images = images.detach().float().clamp(0, 1).cpu()
@@ -34,15 +43,22 @@ def image_grid(images: torch.Tensor, ncols: int, pad: int = 2) -> np.ndarray:
     return array[..., 0] if c == 1 else array
 
 
-def save_image(array: np.ndarray, path: str | Path, scale: int = 2) -> Path:
-    """Save a uint8 picture as PNG, enlarged `scale` times with crisp pixels."""
+def cell_centres(count: int, size: int, pad: int = 2) -> list[float]:
+    """Pixel coordinates of the centres of `count` cells of `size` pixels in an image_grid."""
+    return [pad + k * (size + pad) + (size - 1) / 2 for k in range(count)]
+
+
+def _to_pil(array: np.ndarray, scale: int) -> Image.Image:
     image = Image.fromarray(array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    import io
+    return image
 
+
+def save_image(array: np.ndarray, path: str | Path, scale: int = 2) -> Path:
+    """Save a uint8 picture as PNG, enlarged `scale` times with crisp pixels."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    _to_pil(array, scale).save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
@@ -62,14 +78,71 @@ def save_reconstructions(
     return save_grid(torch.cat(rows), path, ncols)
 
 
-def _save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    import io
-
+def save_gif(
+    frames: torch.Tensor, path: str | Path, duration_ms: int = 120, scale: int = 4
+) -> Path:
+    """Animated GIF of (N, C, H, W) frames played forwards then backwards, looping."""
+    pictures = [_to_pil(image_grid(frame[None], 1, pad=0), scale) for frame in frames]
+    sequence = pictures + pictures[-2:0:-1]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    sequence[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=sequence[1:],
+        duration=duration_ms,
+        loop=0,
+    )
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+# --- figures ----------------------------------------------------------------------------
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
+
+
+_save_figure = save_figure  # the name earlier code used
+
+
+def class_colormap(n_classes: int) -> Colormap:
+    """Qualitative colour map with distinct colours for up to 20 classes (cycled beyond)."""
+    return plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+
+
+def save_image_figure(
+    images: torch.Tensor,
+    ncols: int,
+    path: str | Path,
+    title: str,
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Path:
+    """An image grid drawn with a title, tick labels under columns / beside rows, and axis names."""
+    grid = image_grid(images, ncols)
+    nrows = math.ceil(len(images) / ncols)
+    _, _, h, w = images.shape
+    height_px, width_px = grid.shape[:2]
+    zoom = max(1.0, min(2.0, 900 / width_px))  # screen pixels per image pixel
+    fig, ax = plt.subplots(figsize=(width_px * zoom / DPI + 1.2, height_px * zoom / DPI + 0.9))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
+    ax.set_xticks(cell_centres(ncols, w) if col_labels else [])
+    ax.set_xticklabels(col_labels or [], fontsize=7, rotation=90 if ncols > 12 else 0)
+    ax.set_yticks(cell_centres(nrows, h) if row_labels else [])
+    ax.set_yticklabels(row_labels or [], fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return save_figure(fig, path)
 
 
 def project_2d(points: torch.Tensor) -> tuple[np.ndarray, str]:
@@ -85,6 +158,40 @@ def project_2d(points: torch.Tensor) -> tuple[np.ndarray, str]:
     return (centred @ v[:2].T).numpy(), "PC"
 
 
+def save_points(
+    points: np.ndarray,
+    labels: torch.Tensor | np.ndarray | None,
+    path: str | Path,
+    title: str,
+    axis_names: tuple[str, str] = ("z[0]", "z[1]"),
+    class_names: list[str] | None = None,
+) -> Path:
+    """Scatter of 2-D points, one colour per label with a legend (one colour if unlabelled)."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    size = 3 if len(points) > 2000 else 6
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6)
+    else:
+        labels_np = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        cmap = class_colormap(int(labels_np.max()) + 1)
+        for k in np.unique(labels_np):
+            mask = labels_np == k
+            name = class_names[k] if class_names and k < len(class_names) else str(k)
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=size,
+                alpha=0.6,
+                color=cmap(int(k) % cmap.N),
+                label=name,
+            )
+        ax.legend(markerscale=8 / size + 1, fontsize=8, loc="best", title="label")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    return save_figure(fig, path)
+
+
 def save_latent_scatter(
     z_mean: torch.Tensor,
     labels: torch.Tensor | None,
@@ -93,35 +200,50 @@ def save_latent_scatter(
     title: str = "test latents (posterior means)",
 ) -> Path:
     points, axis = project_2d(z_mean)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    if labels is None:
-        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
-    else:
-        labels_np = labels.cpu().numpy()
-        cmap = plt.get_cmap("tab10" if labels_np.max() < 10 else "tab20")
-        for k in np.unique(labels_np):
-            mask = labels_np == k
-            name = class_names[k] if class_names and k < len(class_names) else str(k)
-            ax.scatter(
-                points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=cmap(k % cmap.N), label=name
-            )
-        ax.legend(markerscale=4, fontsize=8, loc="best", title="label")
     method = "" if axis == "z" else f" (PCA of {z_mean.shape[1]} dims)"
-    ax.set_title(f"{title}{method}, n={len(points)}")
-    ax.set_xlabel(f"{axis}[0]" if axis == "z" else "PC 1")
-    ax.set_ylabel(f"{axis}[1]" if axis == "z" else "PC 2")
-    return _save_figure(fig, path)
+    names = ("z[0]", "z[1]") if axis == "z" else ("PC 1", "PC 2")
+    return save_points(
+        points, labels, path, f"{title}{method}, n={len(points)}", names, class_names
+    )
 
 
 def save_loss_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
     """-ELBO, reconstruction and KL per epoch, train and test, in nats per example."""
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, key, title in zip(axes, ("neg_elbo", "recon", "kl"), ("-ELBO", "reconstruction", "KL")):
+    panels = [  # models without an ELBO (autoencoder) have a reconstruction term only
+        (key, title)
+        for key, title in (("neg_elbo", "-ELBO"), ("recon", "reconstruction"), ("kl", "KL"))
+        if f"train_{key}" in history[0]
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13 * len(panels) / 3, 3.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], marker="o", label="train")
-        ax.plot(epochs, [r[f"test_{key}"] for r in history], marker="o", label="test")
+        if f"test_{key}" in history[0]:
+            ax.plot(epochs, [r[f"test_{key}"] for r in history], marker="o", label="test")
         ax.set_title(f"{title} (nats per example)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
+
+
+def save_kl_bars(
+    kl_per_dim: Sequence[float],
+    path: str | Path,
+    title: str,
+    threshold: float = 0.01,
+    ylabel: str = "KL (nats per example)",
+) -> Path:
+    """Bar chart of the KL of each latent dimension (nats); dims at or under `threshold` grey."""
+    values = np.asarray(kl_per_dim, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.28 * len(values) + 1.5), 3.4))
+    colours = ["tab:blue" if v > threshold else "tab:gray" for v in values]
+    ax.bar(np.arange(len(values)), values, color=colours)
+    if len(values) <= 32:
+        ax.set_xticks(np.arange(len(values)))
+        ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

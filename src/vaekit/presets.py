@@ -15,6 +15,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"hidden": [400], "latent_dim": 20},
         "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
     },
+    "conv": {
+        "_about": "convolutional VAE: 3x3 stride-2 convolutions with 32 and 64 filters (the Keras "
+        "example's encoder, mirrored by transposed convolutions), a 256-unit dense layer, "
+        "20-D latent; the reference's budget (10 epochs, batch 128, Adam 1e-3)",
+        "model": {"arch": "conv", "channels": [32, 64], "hidden": [256], "latent_dim": 20},
+        "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    },
     "tutorial-mlp128-z2": {
         "_about": "tutorial: MLP 128, 2-D latent space",
         "model": {"hidden": [128], "latent_dim": 2},

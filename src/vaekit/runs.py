@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import RunConfig
-from .errors import ConfigError, RunError
+from .errors import ConfigError, RunError, VaekitError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -32,19 +32,38 @@ METRICS_FILE = "metrics.jsonl"
 
 
 # --- atomic writes ----------------------------------------------------------------------
+_UMASK = os.umask(0o022)  # read the process's umask (there is no other way) and restore it
+os.umask(_UMASK)
+
+
 def _atomic_replace(path: Path, write) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    If anything fails (disk full, permission denied, an interrupt), `path` is left as it
+    was and the temporary file is removed; an OSError becomes a one-line VaekitError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_failed(path, err) from err
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (OSError, SafetensorError)):  # safetensors' I/O errors
+            raise write_failed(path, err) from err
         raise
+
+
+def write_failed(path: Path, err: Exception) -> VaekitError:
+    """The error for a write that failed and left `path` unchanged."""
+    reason = getattr(err, "strerror", None) or err
+    return VaekitError(f"{path}: write failed ({reason}); the file was left unchanged")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -74,8 +93,19 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             header = f.metadata() or {}
         meta = json.loads(header.get("vaekit", "{}"))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
-        raise RunError(f"{path}: not a readable safetensors file ({err})") from None
+        reason = "a pickle or torch.save file: vaekit never unpickles" if is_pickle(path) else err
+        raise RunError(f"{path}: not a readable safetensors file ({reason})") from None
     return tensors, meta
+
+
+def is_pickle(path: Path) -> bool:
+    """Whether `path` starts like a pickle (protocol 2+) or a torch.save zip archive."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return False
+    return start[:1] == b"\x80" or start == b"PK\x03\x04"
 
 
 # --- model weights ----------------------------------------------------------------------
@@ -96,6 +126,11 @@ def load_weights_into(model: nn.Module, tensors: dict[str, torch.Tensor], source
                 f"{source}: weights do not match the config ({key}: file has "
                 f"{tuple(tensors[key].shape)}, model expects {tuple(value.shape)})"
             )
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise RunError(
+            f"{source}: weights hold NaN or infinite values ({broken[0]}); the run diverged"
+        )
     model.load_state_dict(tensors)
 
 
@@ -155,6 +190,8 @@ class RunFolder:
         return self.path / METRICS_FILE
 
     def require(self) -> RunFolder:
+        if self.path.is_file():
+            raise RunError(f"{self.path}: is a file, expected a run folder")
         if not self.path.is_dir():
             raise RunError(f"{self.path}: run folder not found")
         if not self.config_path.exists():

@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import plots
+from . import distributed, plots
 from .config import RunConfig
 from .data import BatchIterator, Dataset, DataSplits, load_data
-from .errors import RunError, TrainingDiverged, VaekitError
-from .evaluate import collapse_warning, evaluate_elbo
-from .models import build_model
+from .data.arrays import check_fits_likelihood
+from .denoise import add_denoising
+from .errors import ConfigError, RunError, TrainingDiverged, VaekitError
+from .evaluate import collapse_warning, evaluate_elbo, reconstruction_mse
+from .models import build_model, configure_model, label_args
+from .noise import batch_shard, binarize
 from .runs import (
     RunFolder,
     flatten_optimizer,
@@ -66,6 +70,7 @@ class Run:
     config: RunConfig
     model: nn.Module
     history: list[dict[str, Any]]
+    rank: int = 0  # under torchrun, only rank 0 holds the history and wrote the files
 
     @property
     def final(self) -> dict[str, Any]:
@@ -84,6 +89,57 @@ def binarize_fixed(data: Dataset, seed: int) -> Dataset:
     """Bernoulli draws made once with a fixed seed (the evaluation set for dynamic binarisation)."""
     generator = torch.Generator().manual_seed(seed)
     return Dataset(torch.bernoulli(data.x, generator=generator), data.y, data.name)
+
+
+def place(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a dataset to the device once when it fits; otherwise pin it for fast copies."""
+    if device.type == "cpu":
+        return tensor
+    try:
+        return tensor.to(device)
+    except torch.OutOfMemoryError:
+        return tensor.pin_memory()
+
+
+class Objective(nn.Module):
+    """The model's training loss as a forward pass, which DistributedDataParallel wraps.
+
+    `options` (free bits, IWAE samples) go to `model.loss` as keywords, and so do the
+    labels of a model that needs them."""
+
+    def __init__(self, model: nn.Module, options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options or {}
+
+    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None):
+        labels = {} if y is None else {"y": y}
+        return self.model.loss(x, beta, **self.options, **labels)
+
+
+def loss_options(config: RunConfig, model: nn.Module) -> dict[str, Any]:
+    """The objective's settings beyond beta that differ from the ELBO's, for `model.loss`."""
+    cfg = config.train
+    options: dict[str, Any] = {}
+    if cfg.free_bits > 0:
+        options["free_bits"] = cfg.free_bits
+    if cfg.iw_k > 1:
+        options["iw_k"] = cfg.iw_k
+    if options and not getattr(model, "has_elbo", True):
+        raise ConfigError(
+            f"model {config.model.name} has no KL term: free bits and the IWAE objective "
+            "apply to VAEs only"
+        )
+    return options
+
+
+def check_objective(config: RunConfig) -> None:
+    """Refuse, before any work, objective options the model cannot use (free bits for an AE)."""
+    from .models.registry import model_class
+
+    model = model_class(config.model.name)
+    if getattr(model, "gradient_trained", True):
+        loss_options(config, model)
 
 
 @contextmanager
@@ -119,24 +175,44 @@ class Trainer:
         run: RunFolder | None = None,
         progress: bool = True,
         device: torch.device | None = None,
+        context: distributed.Context = distributed.SINGLE,
     ) -> None:
         self.config, self.cfg = config, config.train
+        self.context = context
         self.device = device or pick_device(self.cfg.device)
         self.model = model.to(self.device)
-        self.run = run
-        self.progress = progress
-        self.train_x = data.train.x.to(self.device)
+        self.run = run if context.is_main else None  # only rank 0 writes
+        self.progress = progress and context.is_main
+        self.train_x = place(data.train.x, self.device)
+        labels = label_args(self.model, data.train.y).get("y")
+        self.train_y = None if labels is None else place(labels, self.device)
         self.test_set = data.test
         if config.data.binarize == "dynamic":
             self.test_set = binarize_fixed(data.test, seed=12345)
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         self.state = TrainState()
-        self.batches = BatchIterator(self.train_x, None, self.cfg.batch_size, seed=self.cfg.seed)
+        self.checkpoint_due = False  # a step-interval checkpoint waits for the next finite loss
+        self.stop = {"stop": False}
+        self.batches = BatchIterator(
+            self.train_x,
+            self.train_y,
+            distributed.check_batch_size(self.cfg.batch_size, context),
+            seed=self.cfg.seed,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
+        self.objective: nn.Module = Objective(self.model, loss_options(config, self.model))
+        if context.parallel:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=device_ids)
 
     def autocast(self):
-        """bf16 autocast for the networks when asked for; the model keeps its sums in fp32."""
-        enabled = self.cfg.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        """Autocast the networks to bf16/fp16 when asked for; the model sums in fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
@@ -147,16 +223,30 @@ class Trainer:
         return self.cfg.beta * min(1.0, (step + 1) / warmup_steps)
 
     # --- checkpoints ------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The random number generators' states, as checkpoint tensors."""
+        states = {"rng.cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def save_checkpoint(self, rng: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the checkpoint (`rng`: the RNG states to record, default the current ones)."""
+        self.checkpoint_due = False
         if self.run is None:
             return
+        if not weights_are_finite(self.model):  # never overwrite a good checkpoint with NaN
+            raise self.diverged("the weights became NaN or infinite", self.state.step_in_epoch)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optim_tensors, optim_meta = flatten_optimizer(self.optimizer.state_dict())
         tensors.update(optim_tensors)
-        tensors["rng.cpu"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {"kind": "checkpoint", "state": asdict(self.state), "optimizer": optim_meta}
+        tensors.update(rng or self.rng_state())
+        meta = {
+            "kind": "checkpoint",
+            "state": asdict(self.state),
+            "optimizer": optim_meta,
+            "grad_scaler": self.scaler.state_dict(),
+        }
         save_tensors(self.run.checkpoint_path, tensors, meta)
 
     def load_checkpoint(self) -> None:
@@ -170,35 +260,54 @@ class Trainer:
             self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         except (KeyError, ValueError) as err:
             raise RunError(f"{path}: optimizer state does not match the model ({err})") from None
-        torch.set_rng_state(tensors["rng.cpu"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.state = TrainState(**meta["state"])
+        try:
+            torch.set_rng_state(tensors["rng.cpu"])
+            if "rng.cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+            self.state = TrainState(**meta["state"])
+            if meta.get("grad_scaler"):
+                self.scaler.load_state_dict(meta["grad_scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise RunError(f"{path}: incomplete checkpoint ({detail})") from None
 
     # --- the loop ---------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor) -> dict[str, float]:
-        if self.config.data.binarize == "dynamic":
-            x = torch.bernoulli(x)
-        with self.autocast():
-            terms = self.model.loss(x, self.beta_at(self.state.global_step))
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on a batch (labels y for models that need them); under
+        torchrun, all ranks agree on stopping.
+
+        A checkpoint due after the previous step is written here, once these weights have
+        given a finite loss, with the RNG states from before this step drew anything."""
+        rng = self.rng_state() if self.checkpoint_due else None
+        x = x.to(self.device, non_blocking=True)
+        y = None if y is None else y.to(self.device, non_blocking=True)
+        with batch_shard(self.context.rank, self.context.world_size), self.autocast():
+            if self.config.data.binarize == "dynamic":
+                x = binarize(x)
+            terms = self.objective(x, self.beta_at(self.state.global_step), y)
         loss = terms.loss.item()
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss} at epoch {self.state.epoch + 1}, step "
-                f"{self.state.step_in_epoch + 1}; the last good checkpoint is kept. "
-                "Try a lower learning rate (--lr)"
-            )
+        diverged, self.stop["stop"] = distributed.all_reduce_max(
+            [float(not math.isfinite(loss)), float(self.stop["stop"])], self.context
+        )
+        if diverged:
+            raise self.diverged(f"the loss became {loss}", self.state.step_in_epoch + 1)
+        if rng is not None:
+            self.save_checkpoint(rng)
         self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(terms.loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients (fp16: unscaled)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return {"loss": loss, "recon": terms.recon.item(), "kl": terms.kl.item()}
 
     def fit(self) -> list[dict[str, Any]]:
         state, steps = self.state, len(self.batches)
         self.model.train()
-        with stop_requests() as stop:
+        with stop_requests() as self.stop:
             while state.epoch < self.cfg.epochs:
-                bar = tqdm(
+                with tqdm(
                     total=steps,
                     initial=state.step_in_epoch,
                     desc=f"epoch {state.epoch + 1}/{self.cfg.epochs}",
@@ -207,56 +316,72 @@ class Trainer:
                     dynamic_ncols=True,
                     mininterval=0.1 if sys.stderr.isatty() else 5.0,
                     file=sys.stderr,
-                )
-                started = time.perf_counter()
-                for x, _ in self.batches.epoch(state.epoch, state.step_in_epoch):
-                    values = self.train_step(x)
-                    sums = state.epoch_sums
-                    sums["n"] = sums.get("n", 0.0) + len(x)
-                    for key, value in values.items():
-                        sums[key] = sums.get(key, 0.0) + value * len(x)
-                    state.step_in_epoch += 1
-                    state.global_step += 1
-                    bar.update(1)
-                    if state.step_in_epoch % 25 == 0:
-                        bar.set_postfix(
-                            loss=f"{sums['loss'] / sums['n']:.2f}",
-                            recon=f"{sums['recon'] / sums['n']:.2f}",
-                            kl=f"{sums['kl'] / sums['n']:.2f}",
-                        )
-                    every = self.cfg.checkpoint_every_steps
-                    if stop["stop"] or (every and state.global_step % every == 0):
-                        state.train_seconds += time.perf_counter() - started
-                        started = time.perf_counter()
-                        self.save_checkpoint()
-                        if stop["stop"]:
-                            bar.close()
-                            raise Interrupted(self.interrupted_message())
-                state.train_seconds += time.perf_counter() - started
-                bar.close()
+                ) as bar:  # closed on errors too, so the error line stands alone
+                    started = time.perf_counter()
+                    for x, y in self.batches.epoch(state.epoch, state.step_in_epoch):
+                        values = self.train_step(x) if y is None else self.train_step(x, y)
+                        sums = state.epoch_sums
+                        sums["n"] = sums.get("n", 0.0) + len(x)
+                        for key, value in values.items():
+                            sums[key] = sums.get(key, 0.0) + value * len(x)
+                        state.step_in_epoch += 1
+                        state.global_step += 1
+                        bar.update(1)
+                        if state.step_in_epoch % 25 == 0:
+                            bar.set_postfix(
+                                loss=f"{sums['loss'] / sums['n']:.2f}",
+                                recon=f"{sums['recon'] / sums['n']:.2f}",
+                                kl=f"{sums['kl'] / sums['n']:.2f}",
+                            )
+                        every = self.cfg.checkpoint_every_steps
+                        if self.stop["stop"] or (every and state.global_step % every == 0):
+                            state.train_seconds += time.perf_counter() - started
+                            started = time.perf_counter()
+                            if self.stop["stop"]:
+                                self.save_checkpoint()
+                                raise Interrupted(self.interrupted_message())
+                            self.checkpoint_due = True  # written by the next step (see there)
+                    state.train_seconds += time.perf_counter() - started
                 self.end_epoch()
         return state.history
 
     def end_epoch(self) -> None:
         state = self.state
-        sums = state.epoch_sums
-        test = evaluate_elbo(self.model, self.test_set, self.cfg.eval_batch_size)
+        sums = distributed.all_reduce_sums(state.epoch_sums, self.context)
+        if not self.context.is_main:  # rank 0 evaluates, records and saves
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.epoch_sums = {}
+            return
         row = {
             "epoch": state.epoch + 1,
             "step": state.global_step,
             "beta": self.beta_at(state.global_step - 1),
             "train_loss": sums["loss"] / sums["n"],
             "train_recon": sums["recon"] / sums["n"],
-            "train_kl": sums["kl"] / sums["n"],
-            "train_neg_elbo": (sums["recon"] + sums["kl"]) / sums["n"],
-            "test_neg_elbo": test["neg_elbo"],
-            "test_recon": test["recon"],
-            "test_kl": test["kl"],
-            "test_bits_per_dim": test["bits_per_dim"],
-            "active_units": test["active_units"],
-            "train_seconds": state.train_seconds,
         }
-        warning = collapse_warning(test)
+        warning = None
+        if getattr(self.model, "has_elbo", True):
+            test = evaluate_elbo(self.model, self.test_set, self.cfg.eval_batch_size)
+            row |= {
+                "train_kl": sums["kl"] / sums["n"],
+                "train_neg_elbo": (sums["recon"] + sums["kl"]) / sums["n"],
+                "test_neg_elbo": test["neg_elbo"],
+                "test_recon": test["recon"],
+                "test_kl": test["kl"],
+                "test_bits_per_dim": test["bits_per_dim"],
+                "active_units": test["active_units"],
+            }
+            warning = collapse_warning(test)
+        else:  # no ELBO (autoencoder): the reconstruction error is the test number
+            del row["beta"]
+            row["test_mse"] = reconstruction_mse(
+                self.model, self.test_set, self.cfg.eval_batch_size
+            )
+        row["train_seconds"] = state.train_seconds
+        test_loss = row.get("test_neg_elbo", row.get("test_mse"))
+        if not math.isfinite(test_loss):  # keep the previous checkpoint, which was good
+            raise self.diverged(f"the test loss became {test_loss}", state.step_in_epoch)
         if warning:
             row["warning"] = warning
         state.history.append(row)
@@ -271,11 +396,28 @@ class Trainer:
             if warning:
                 tqdm.write(f"warning: {warning}", file=sys.stderr)
 
+    def diverged(self, what: str, step: int) -> TrainingDiverged:
+        """The error that stops a diverged run, saying what is kept and what to try."""
+        kept = ""
+        if self.run is not None and self.run.checkpoint_path.exists():
+            kept = f"; the last good checkpoint {self.run.checkpoint_path} is kept"
+        elif self.run is not None:
+            kept = f"; nothing was saved in {self.run.path} yet"
+        return TrainingDiverged(
+            f"training diverged: {what} at epoch {self.state.epoch + 1}, step {step}{kept}. "
+            "Start again with a lower learning rate (--lr) or gradient clipping (--grad-clip 1)"
+        )
+
     def interrupted_message(self) -> str:
         where = f"epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}"
         if self.run is None:
             return f"interrupted at {where}"
         return f"interrupted at {where}; checkpoint saved. Continue with: vaekit train --resume {self.run.path}"
+
+
+def weights_are_finite(model: nn.Module) -> bool:
+    """No parameter or buffer of `model` holds NaN or infinity."""
+    return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
 
 
 def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -287,6 +429,11 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.o
 
 
 def format_epoch(row: dict[str, Any], epochs: int) -> str:
+    if "test_neg_elbo" not in row:  # models without an ELBO
+        return (
+            f"epoch {row['epoch']}/{epochs}  train reconstruction {row['train_recon']:.2f} "
+            f"nats  test reconstruction MSE {row['test_mse']:.5f} per pixel"
+        )
     return (
         f"epoch {row['epoch']}/{epochs}  train -ELBO {row['train_neg_elbo']:.2f}  "
         f"test -ELBO {row['test_neg_elbo']:.2f} (recon {row['test_recon']:.2f}, "
@@ -302,20 +449,33 @@ def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: l
     generator = torch.Generator(device=device).manual_seed(0)
     plots.save_grid(model.sample(n_samples, generator=generator), run.file("samples.png"))
     originals = data.test.x[:32].to(device)
+    labels = label_args(model, None if data.test.y is None else data.test.y[:32], device)
     plots.save_reconstructions(
-        originals, model.reconstruct(originals), run.file("reconstructions.png")
+        originals, model.reconstruct(originals, **labels), run.file("reconstructions.png")
     )
     subset = data.test.head(5000)
     with torch.no_grad():
         z_mean = torch.cat(
             [
-                model.encode(x.to(device))[0]
-                for x, _ in BatchIterator(subset.x, None, 1000, shuffle=False)
+                model.encode(x.to(device), **label_args(model, y, device))[0]
+                for x, y in BatchIterator(subset.x, subset.y, 1000, shuffle=False)
             ]
         )
     plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
-    if history:
+    if history and "train_loss" in history[0]:
         plots.save_loss_curves(history, run.file("loss_curves.png"))
+
+
+def new_run_dir(config: RunConfig, run_dir: str | Path | None) -> Path:
+    """`run_dir` if it is new or empty; by default runs/<name>, suffixed if taken."""
+    if run_dir is None:
+        return unique_run_dir(Path("runs") / config.name)
+    base = Path(run_dir)
+    if base.exists() and any(base.iterdir()):
+        raise RunError(
+            f"{base}: already exists and is not empty (use --resume {base} to continue it)"
+        )
+    return base
 
 
 def unique_run_dir(base: Path) -> Path:
@@ -342,41 +502,104 @@ def train(
     `config`: a RunConfig, a dict, or a path to a config.json (default: the reference VAE).
     `run_dir`: where to write (default runs/<config.name>, suffixed -2, -3... if taken).
     `resume`: a run folder to continue from its last checkpoint (its own config is used).
+    Under torchrun, every process calls this; see `vaekit.distributed` for the semantics.
     """
+    context = distributed.context_from_env()
+    try:
+        return _train(config, run_dir, resume, progress, outputs, data, context)
+    finally:
+        distributed.teardown()
+
+
+def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
     if resume is not None:
         run = RunFolder(resume).require()
         config = run.load_config() if config is None else _as_config(config)
         if not run.checkpoint_path.exists():
             raise RunError(f"{run.path}: no checkpoint to resume from")
     else:
-        config = _as_config(config)
-        base = Path(run_dir) if run_dir is not None else Path("runs") / config.name
-        if run_dir is not None and base.exists() and any(base.iterdir()):
-            raise RunError(
-                f"{base}: already exists and is not empty (use --resume {base} to continue it)"
-            )
-        run = RunFolder(base if run_dir is not None else unique_run_dir(base))
+        config, run = _as_config(config), None
+    check_objective(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
+    device = pick_device(distributed.device_for(config.train.device, context))
+    distributed.init(context, device)
+    if run is None:  # rank 0 picks the folder; every rank learns its choice
+        run = RunFolder(distributed.on_main(lambda: str(new_run_dir(config, run_dir)), context))
     data = data or load_data(config.data)
     if config.data.shape is not None and tuple(config.data.shape) != data.shape:
         raise RunError(
             f"data shape {data.shape} differs from the config's {tuple(config.data.shape)}"
         )
     config.data.shape = list(data.shape)
+    configure_model(config.model, data)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.shape)
-    trainer = Trainer(config, model, data, run, progress=progress)
-    if resume is not None:
-        trainer.load_checkpoint()
-    else:
+    check_fits_likelihood(data.train.x, config.model.likelihood, data.name)
+    if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
+        add_denoising(model, config.train.denoise, data.train.x)
+    if getattr(model, "gradient_trained", True):
+        trainer = Trainer(
+            config, model, data, run, progress=progress, device=device, context=context
+        )
+        if resume is not None:
+            trainer.load_checkpoint()
+            check_unfinished(run, trainer.state.epoch, config.train.epochs)
+        model, fit = trainer.model, trainer.fit
+    else:  # fitted in one step (PCA): no loop, no checkpoint, so nothing to resume either
+        model = model.to(device)
+        fit = partial(fit_in_one_step, model, data, config, run, progress)
+    if resume is None and context.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-    run.save_config(config)
-    history = trainer.fit()
-    save_weights(run.weights_path, trainer.model)
-    if outputs:
-        write_outputs(run, trainer.model, data, history)
-    return Run(run.path, config, trainer.model.eval(), history)
+    if context.is_main:
+        run.save_config(config)
+    history = fit()
+    if hasattr(model, "after_training"):  # e.g. the autoencoder fits its sampling Gaussian
+        model.after_training(data.train.x)
+    if context.is_main:
+        if not weights_are_finite(model):
+            raise TrainingDiverged(f"{run.weights_path}: not written, the weights are NaN or inf")
+        save_weights(run.weights_path, model)
+        if outputs:
+            write_outputs(run, model, data, history)
+    distributed.barrier(context)
+    return Run(run.path, config, model.eval(), history, rank=context.rank)
+
+
+def check_unfinished(run: RunFolder, done: int, epochs: int) -> None:
+    """Refuse to resume a finished run (one whose final weights were written)."""
+    if done >= epochs and run.weights_path.exists():
+        raise RunError(
+            f"{run.path}: already trained for {done} of {epochs} epochs; "
+            f"to train longer, resume with --epochs N (N > {done})"
+        )
+
+
+def fit_in_one_step(
+    model: nn.Module, data: DataSplits, config: RunConfig, run: RunFolder, progress: bool
+) -> list[dict[str, Any]]:
+    """Fit a model that is not gradient-trained (`model.fit(train_x)`); one metrics row."""
+    started = time.perf_counter()
+    model.fit(data.train.x, seed=config.train.seed)
+    seconds = time.perf_counter() - started
+    test = binarize_fixed(data.test, 12345) if config.data.binarize == "dynamic" else data.test
+    batch = config.train.eval_batch_size
+    row = {
+        "epoch": 1,
+        "train_mse": reconstruction_mse(model, data.train, batch),
+        "test_mse": reconstruction_mse(model, test, batch),
+        "train_seconds": seconds,
+    }
+    if hasattr(model, "explained_variance_ratio"):
+        row["explained_variance_ratio"] = model.explained_variance_ratio
+    run.write_metrics([row])
+    if progress:
+        print(
+            f"fitted {config.model.name} in {seconds:.1f} s: test reconstruction MSE "
+            f"{row['test_mse']:.5f} per pixel",
+            file=sys.stderr,
+        )
+    return [row]
 
 
 def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:

@@ -26,9 +26,18 @@ class Parser(argparse.ArgumentParser):
 # --- entry point ----------------------------------------------------------------------------
 def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each command module's `add_*` functions, in the order `--help` lists them."""
-    from . import inspect, train
+    from . import apply, compare, evaluate, explore, inspect, train
 
-    return [train.add_train, inspect.add_sample, inspect.add_reconstruct, inspect.add_info]
+    return [
+        train.add_train,
+        evaluate.add_evaluate,
+        compare.add_compare,
+        inspect.add_sample,
+        inspect.add_reconstruct,
+        inspect.add_info,
+        *explore.COMMANDS,
+        *apply.COMMANDS,
+    ]
 
 
 def make_parser() -> Parser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -22,15 +23,23 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str) -> float:
+    """A float that is neither inf nor nan."""
     value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -44,6 +53,18 @@ def int_list(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return sizes
+
+
+def image_size(text: str) -> list[int]:
+    """HxW (or H,W) -> [height, width]."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        size = [int(part) for part in parts]
+    except ValueError:
+        size = []
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected a size like 28x28, got {text!r}")
+    return size
 
 
 def check_png(path: Path) -> None:

@@ -21,6 +21,12 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/samples-N.png)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--label",
+        metavar="L",
+        help="conditional (cvae) runs: draw class L only, or 'all' for a grid with one row "
+        "per class of N images each",
+    )
     p.set_defaults(run_command=cmd_sample)
 
 
@@ -33,9 +39,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = load(args.run, device=args.device)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    if args.label is not None:
+        return sample_by_label(model, args, generator)
     output = args.output or args.run / f"samples-{args.n}.png"
     check_png(output)
     plots.save_grid(model.sample(args.n, generator=generator), output)
+    print(f"wrote {output}")
+    return 0
+
+
+def sample_by_label(model, args: argparse.Namespace, generator) -> int:
+    """`sample --label L` (N images of class L) and `--label all` (one row per class)."""
+    import torch
+
+    from .. import plots
+    from ..errors import ConfigError
+
+    if not getattr(model, "needs_labels", False):
+        raise ConfigError(f"{args.run}: --label needs a conditional model (cvae run)")
+    if args.label == "all":
+        output = args.output or args.run / f"samples-by-class-{args.n}.png"
+        check_png(output)
+        images, _ = model.class_grid(args.n, generator)
+        rows = [str(k) for k in range(model.n_classes)]
+        title = f"{args.n} prior samples per class (rows: label y)"
+        plots.save_image_figure(images, args.n, output, title, row_labels=rows)
+    else:
+        try:
+            label = int(args.label)
+        except ValueError:
+            raise ConfigError(
+                f"--label must be a class number or 'all', got {args.label!r}"
+            ) from None
+        output = args.output or args.run / f"samples-label{label}-{args.n}.png"
+        check_png(output)
+        labels = torch.full((args.n,), label, device=next(model.parameters()).device)
+        plots.save_grid(model.sample(args.n, generator=generator, y=labels), output)
     print(f"wrote {output}")
     return 0
 
@@ -58,7 +97,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from .. import plots
-    from ..data import BatchIterator, load_data
+    from ..data import load_data
+    from ..evaluate import reconstruction_mse
+    from ..models import label_args
     from ..runs import RunFolder
     from ..train import load
 
@@ -68,12 +109,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     output = args.output or args.run / "reconstructions.png"
     check_png(output)
     originals = test.x[: args.n].to(device)
-    plots.save_reconstructions(originals, model.reconstruct(originals), output)
-    squared_error = 0.0
-    for x, _ in BatchIterator(test.x, None, 1000, shuffle=False):
-        x = x.to(device)
-        squared_error += (model.reconstruct(x) - x).square().sum().item()
-    mse = squared_error / test.x.numel()
+    labels = label_args(model, None if test.y is None else test.y[: args.n], device)
+    plots.save_reconstructions(originals, model.reconstruct(originals, **labels), output)
+    mse = reconstruction_mse(model, test)
     with torch.no_grad():
         print(
             f"reconstruction MSE {mse:.5f} per pixel on [0,1] intensities ({len(test)} test images)"
@@ -124,7 +162,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{key:12} {summary[key]}")
     print(f"{'epochs':12} {summary['epochs_done']}/{summary['epochs_planned']}")
     final = summary["final"]
-    if final:
+    if final and "test_neg_elbo" not in final:  # autoencoder, PCA: no ELBO
+        print(
+            f"{'test MSE':12} {final['test_mse']:.5f} per pixel (reconstruction, [0,1] intensities)"
+        )
+    elif final:
         print(
             f"{'test -ELBO':12} {final['test_neg_elbo']:.2f} nats/image (recon {final['test_recon']:.2f},"
             f" KL {final['test_kl']:.2f}), {final['test_bits_per_dim']:.4f} bits/dim,"

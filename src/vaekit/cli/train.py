@@ -6,24 +6,46 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .args import int_list, non_negative_float, non_negative_int, positive_float, positive_int
+from .args import (
+    image_size,
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 # --- train ------------------------------------------------------------------------------
 # flag -> (section, field) of RunConfig; a flag left unset keeps the preset/config value
 TRAIN_OVERRIDES = {
     "dataset": ("data", "name"),
     "data_path": ("data", "path"),
+    "data": ("data", "path"),  # --data PATH: own data, its format told by the path
+    "test_fraction": ("data", "test_fraction"),
+    "color": ("data", "color"),
+    "resize": ("data", "resize"),
+    "label_column": ("data", "label_column"),
+    "id_column": ("data", "id_column"),
+    "denoise": ("train", "denoise"),
     "binarize": ("data", "binarize"),
     "limit_train": ("data", "limit_train"),
     "limit_test": ("data", "limit_test"),
+    "model": ("model", "name"),
+    "arch": ("model", "arch"),
     "hidden": ("model", "hidden"),
+    "channels": ("model", "channels"),
+    "res_blocks": ("model", "res_blocks"),
     "latent_dim": ("model", "latent_dim"),
+    "likelihood": ("model", "likelihood"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
+    "grad_clip": ("train", "grad_clip"),
     "seed": ("train", "seed"),
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
+    "free_bits": ("train", "free_bits"),
+    "iw_k": ("train", "iw_k"),
     "checkpoint_every": ("train", "checkpoint_every_steps"),
     "device": ("train", "device"),
     "threads": ("train", "num_threads"),
@@ -33,25 +55,39 @@ TRAIN_OVERRIDES = {
 }
 
 
-def add_train(sub: argparse._SubParsersAction) -> None:
-    from ..presets import PRESETS
+def hidden_sizes(text: str) -> list[int]:
+    """Dense layer sizes like 512,256; `none` for no dense layers (conv and resnet only)."""
+    return [] if text.strip().lower() == "none" else int_list(text)
 
+
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model (default: the reference VAE on built-in MNIST)",
         description="Train a VAE and write a run folder (config, weights, metrics, pictures). "
         "Values come from --config, then --preset, then the flags given.",
     )
-    p.add_argument("--preset", choices=list(PRESETS), help="start from a named configuration")
-    p.add_argument("--config", type=Path, help="start from a config.json (e.g. a run's own)")
     p.add_argument(
         "--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint"
     )
     p.add_argument("--out", type=Path, help="run folder (default runs/NAME, suffixed if taken)")
+    add_config_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--report", action="store_true", help="write RUN/report.html at the end")
+    p.set_defaults(run_command=cmd_train)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """--preset, --config and the flags of TRAIN_OVERRIDES (shared with `vaekit compare`)."""
+    from ..presets import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), help="start from a named configuration")
+    p.add_argument("--config", type=Path, help="start from a config.json (e.g. a run's own)")
     p.add_argument("--name", help="run name (default vae-mnist)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="dataset name: mnist (built in), fashion-mnist")
     g.add_argument("--data-path", help="folder holding the dataset's files")
+    add_own_data_arguments(g)
     g.add_argument(
         "--binarize", choices=["none", "dynamic"], help="dynamic: new Bernoulli draws per batch"
     )
@@ -63,30 +99,78 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("model")
     g.add_argument(
-        "--hidden", type=int_list, metavar="SIZES", help="hidden layer sizes, e.g. 512,256"
+        "--model",
+        metavar="NAME",
+        help="vae (default), cvae (conditioned on the label), ae (deterministic autoencoder), "
+        "pca (fitted by scikit-learn, no training loop)",
+    )
+    g.add_argument(
+        "--arch", choices=["mlp", "conv", "resnet"], help="encoder/decoder networks (default mlp)"
+    )
+    g.add_argument(
+        "--hidden",
+        type=hidden_sizes,
+        metavar="SIZES",
+        help="dense layer sizes, e.g. 512,256 (conv/resnet: after the convolutions, or none)",
+    )
+    g.add_argument(
+        "--channels", type=int_list, metavar="SIZES", help="conv/resnet filters per stride-2 stage"
+    )
+    g.add_argument(
+        "--res-blocks", type=non_negative_int, metavar="N", help="resnet: blocks per stage"
     )
     g.add_argument("--latent-dim", type=positive_int, metavar="D", help="latent dimensions")
+    g.add_argument(
+        "--likelihood",
+        choices=["bernoulli", "gaussian", "gaussian-perdim"],
+        help="p(x|z): bernoulli (default, [0,1] images) or gaussian with a learned variance, "
+        "one shared or one per dimension",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int)
     g.add_argument("--batch-size", type=positive_int)
     g.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    g.add_argument(
+        "--grad-clip",
+        type=non_negative_float,
+        metavar="NORM",
+        help="clip the gradients' global L2 norm to NORM each step (0: off, the default)",
+    )
     g.add_argument("--seed", type=int)
     g.add_argument("--beta", type=non_negative_float, help="KL weight (beta-VAE); 1 is the ELBO")
     g.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS", help="ramp beta from 0")
+    g.add_argument(
+        "--free-bits",
+        type=non_negative_float,
+        metavar="NATS",
+        help="floor on each latent dimension's KL in the loss (0: off)",
+    )
+    g.add_argument(
+        "--iw-k",
+        type=positive_int,
+        metavar="K",
+        help="train on the IWAE bound with K importance samples (1: the ELBO)",
+    )
     g.add_argument(
         "--checkpoint-every",
         type=non_negative_int,
         metavar="STEPS",
         help="also checkpoint every STEPS batches (0: end of each epoch only)",
     )
+    g.add_argument(
+        "--denoise",
+        metavar="KIND:LEVEL",
+        help="denoising training: encode inputs corrupted by gaussian:SIGMA or "
+        "saltpepper:FRACTION noise, reconstruct the clean ones",
+    )
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(
-        "--precision", choices=["fp32", "bf16"], help="bf16: autocast the networks (losses in fp32)"
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="autocast the networks to bf16/fp16 (losses in fp32; fp16 uses a gradient scaler)",
     )
     g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(run_command=cmd_train)
 
 
 def build_train_config(args: argparse.Namespace):
@@ -106,11 +190,48 @@ def build_train_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             (raw[section] if section else raw)[key] = value
-    if args.dataset or args.data_path:
+    if args.data:
+        own_data_config(raw, args)
+    if args.dataset or args.data_path or args.data:
         raw["data"]["shape"] = None  # a different dataset may have another shape
-    if args.name is None and args.dataset and raw["name"] == "vae-mnist":
-        raw["name"] = f"vae-{args.dataset}"
+    if args.name is None and raw["name"] == "vae-mnist":
+        raw["name"] = f"{raw['model']['name']}-{raw['data']['name']}"
     return RunConfig.from_dict(raw)
+
+
+def add_own_data_arguments(g: argparse._ArgumentGroup) -> None:
+    """--data PATH and the options of own data (docs/own-data.md)."""
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own data: a folder of images (class sub-folders = labels), .npy/.npz, .csv",
+    )
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        metavar="F",
+        help="own data without a split of its own: share held out as test set (0.1)",
+    )
+    g.add_argument(
+        "--color", choices=["auto", "grayscale", "rgb"], help="image folders: colour mode (auto)"
+    )
+    g.add_argument("--resize", type=image_size, metavar="HxW", help="image folders: resize to HxW")
+    g.add_argument("--label-column", metavar="NAME", help="CSV: the column of labels")
+    g.add_argument("--id-column", metavar="NAME", help="CSV: the column of ids")
+
+
+def own_data_config(raw: dict, args: argparse.Namespace) -> None:
+    """`--data PATH`: the dataset reading PATH; tables default to a per-dimension Gaussian."""
+    from ..data.registry import dataset_for_path
+
+    if args.dataset or args.data_path:
+        raise ConfigError("give --data PATH, or --dataset with --data-path, not both")
+    data = raw["data"]
+    data["name"] = dataset_for_path(args.data)
+    data["path"] = str(Path(args.data).resolve())  # the run works from any folder
+    data.update(columns=None, center=None, scale=None)  # statistics of the new table
+    if data["name"] == "csv" and args.likelihood is None:
+        raw["model"]["likelihood"] = "gaussian-perdim"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -131,15 +252,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(config, resume=args.resume, progress=not args.quiet)
     else:
         run = train(build_train_config(args), run_dir=args.out, progress=not args.quiet)
-    final = run.final
-    print(
-        f"test -ELBO {final['test_neg_elbo']:.2f} nats per image "
-        f"(reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}; "
-        f"{final['test_bits_per_dim']:.4f} bits/dim) after {final['epoch']} epochs"
-    )
-    if "warning" in final:
-        print(f"warning: {final['warning']}")
+    if run.rank != 0:  # under torchrun, rank 0 reports
+        return 0
+    print(final_line(run.final, run.config.model.likelihood))
+    if "warning" in run.final:
+        print(f"warning: {run.final['warning']}")
     print(
         f"run folder: {run.path}  (samples.png, reconstructions.png, latent.png, loss_curves.png)"
     )
+    if args.report:
+        from ..report import write_report
+
+        print(f"report: {write_report(run.path)}")
     return 0
+
+
+def final_line(final: dict, likelihood: str) -> str:
+    """The run's headline number: test -ELBO, or the reconstruction error of AE and PCA."""
+    if "test_neg_elbo" not in final:
+        return (
+            f"test reconstruction MSE {final['test_mse']:.5f} per pixel on [0,1] intensities "
+            f"(no ELBO for this model) after {final['epoch']} epochs"
+        )
+    density = "" if likelihood == "bernoulli" else f", {likelihood} log-density"
+    return (
+        f"test -ELBO {final['test_neg_elbo']:.2f} nats per image "
+        f"(reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}; "
+        f"{final['test_bits_per_dim']:.4f} bits/dim{density}) after {final['epoch']} epochs"
+    )

@@ -51,6 +51,7 @@ class DataSplits:
     name: str
     source: str  # where the files came from, for the run's record
     classes: list[str] | None = None
+    valid: Dataset | None = None  # a validation split, where the dataset defines one
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -63,6 +64,10 @@ def images_from_uint8(pixels: np.ndarray, name: str) -> torch.Tensor:
         pixels = pixels[:, None]
     if pixels.ndim != 4:
         raise DataError(f"{name}: expected images of 2 or 3 dimensions, got {pixels.shape[1:]}")
+    if pixels.dtype != np.uint8:
+        raise DataError(f"{name}: expected uint8 pixels (0-255), got {pixels.dtype}")
+    if len(pixels) == 0:
+        raise DataError(f"{name}: no images")
     x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32)
     return x.div_(255.0)
 

@@ -5,6 +5,14 @@ reconstruction term summed over all data dimensions and the KL summed over laten
 dimensions; the training loss is the batch mean of recon + beta * KL. Averaging the
 reconstruction over pixels instead (as several tutorials do) scales it down by 784 against
 the KL and collapses the posterior.
+
+Regularisers and objectives on top: beta weighs the KL (beta-VAE); free bits floor each
+latent dimension's batch-mean KL in the loss (Kingma et al. 2016), so dimensions under the
+floor feel no pull towards the prior; `iw_k` > 1 trains on the importance-weighted bound
+(IWAE, Burda et al. 2015) instead of the ELBO.
+
+Every method takes the class labels as an optional keyword `y`: unconditional models ignore
+them, conditional ones (`cvae.py`) require them.
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError
-from ..likelihoods import LIKELIHOODS
-from ..nn import MLPDecoder, MLPEncoder
+from ..likelihoods import build_likelihood
+from ..nn import build_networks
+from ..noise import randn_batch
 
 
 @dataclass
@@ -43,101 +51,161 @@ def reparameterize(
     z_mean: torch.Tensor, z_log_var: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """z = mean + sigma * eps with eps ~ N(0, I): differentiable in mean and log-variance."""
-    eps = torch.randn(z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
+    eps = randn_batch(z_mean.shape, 0, generator, z_mean.device, z_mean.dtype)
     return torch.addcmul(z_mean, torch.exp(0.5 * z_log_var), eps)
 
 
 LOG_2PI = math.log(2 * math.pi)
 
-NETWORKS = {"mlp": (MLPEncoder, MLPDecoder)}
+
+def free_bits_kl(kl_per_dim: torch.Tensor, floor: float) -> torch.Tensor:
+    """sum_d max(floor, mean over the batch of KL_d): the KL term under free bits."""
+    return kl_per_dim.mean(0).clamp(min=floor).sum()
+
+
+def label_args(model: nn.Module, y: torch.Tensor | None, device=None) -> dict:
+    """{"y": labels} for a model that needs them (conditional), else {}."""
+    if not getattr(model, "needs_labels", False):
+        return {}
+    return {"y": None if y is None else y.to(device)}
 
 
 class GaussianVAE(nn.Module):
     """VAE with a diagonal Gaussian posterior, a standard normal prior and a chosen likelihood."""
 
-    def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
+    has_elbo = True  # elbo_terms / log_importance_weights exist (AE and PCA: False)
+    needs_labels = False  # True: every method needs the class labels `y`
+    gradient_trained = True  # False: fitted in one step by `fit(x)` (PCA)
+
+    def __init__(self, config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0) -> None:
         super().__init__()
-        if config.arch not in NETWORKS:
-            raise ConfigError(f"unknown arch {config.arch!r} (known: {', '.join(NETWORKS)})")
-        if config.likelihood not in LIKELIHOODS:
-            known = ", ".join(LIKELIHOODS)
-            raise ConfigError(f"unknown likelihood {config.likelihood!r} (known: {known})")
         self.config = config
         self.shape = tuple(shape)
         self.latent_dim = config.latent_dim
-        encoder_cls, decoder_cls = NETWORKS[config.arch]
-        self.encoder = encoder_cls(self.shape, config.hidden, config.latent_dim)
-        self.decoder = decoder_cls(self.shape, config.hidden, config.latent_dim)
-        self.likelihood = LIKELIHOODS[config.likelihood]()
+        self.encoder, self.decoder = build_networks(config, self.shape, cond_dim)
+        self.likelihood = build_likelihood(config.likelihood, self.shape)
 
     # --- the three pieces -------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, *shape) -> (z_mean, z_log_var), each (B, latent_dim)."""
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z (B, latent_dim) -> likelihood parameters (B, *shape) (logits for Bernoulli)."""
         return self.decoder(z)
 
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z -> E[x | z], images in data space."""
-        return self.likelihood.mean(self.decode(z))
+        return self.likelihood.mean(self._decode(z, y))
+
+    def _encode(self, x: torch.Tensor, y: torch.Tensor | None):
+        """encode, passing labels only when there are some (a replaced encode may not take them)."""
+        return self.encode(x) if y is None else self.encode(x, y)
+
+    def _decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.decode(z) if y is None else self.decode(z, y)
 
     # --- objective --------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, beta: float = 1.0) -> LossTerms:
-        """Training objective on a batch: mean over examples of recon + beta * KL."""
-        z_mean, z_log_var = self.encode(x)
+    def loss(
+        self,
+        x: torch.Tensor,
+        beta: float = 1.0,
+        *,
+        free_bits: float = 0.0,
+        iw_k: int = 1,
+        y: torch.Tensor | None = None,
+    ) -> LossTerms:
+        """Training objective on a batch: mean over examples of recon + beta * KL (the KL
+        with per-dimension floor `free_bits` nats), or the IWAE bound for `iw_k` > 1."""
+        if iw_k > 1:
+            return self.iwae_loss(x, beta, iw_k, y)
+        z_mean, z_log_var = self._encode(x, y)
         z = reparameterize(z_mean, z_log_var)
-        recon_logits = self.decode(z).float()  # sums in fp32 even under bf16 autocast
+        recon_logits = self._decode(z, y).float()  # sums in fp32 even under bf16 autocast
         z_mean, z_log_var = z_mean.float(), z_log_var.float()
         batch = x.shape[0]
         recon = self.likelihood.nll_sum(recon_logits, x) / batch
-        kl = gaussian_kl(z_mean, z_log_var).sum() / batch
-        return LossTerms(loss=recon + beta * kl, recon=recon, kl=kl)
+        kl_per_dim = gaussian_kl(z_mean, z_log_var)
+        kl = kl_per_dim.sum() / batch
+        penalty = free_bits_kl(kl_per_dim, free_bits) if free_bits > 0 else kl
+        return LossTerms(loss=recon + beta * penalty, recon=recon, kl=kl)
+
+    def iwae_loss(
+        self, x: torch.Tensor, beta: float, k: int, y: torch.Tensor | None = None
+    ) -> LossTerms:
+        """-(log mean_i w_i) averaged over the batch, with log w = log p(x|z) + beta (log p(z)
+        - log q(z|x)) for k posterior samples (beta = 1: the IWAE bound). `recon` and `kl`
+        report the ELBO's terms (sample mean and closed form)."""
+        log_px, log_ratio, z_mean, z_log_var = self.importance_terms(x, k, None, y)
+        bound = torch.logsumexp(log_px + beta * log_ratio, dim=0) - math.log(k)
+        kl = gaussian_kl(z_mean, z_log_var).sum(1).mean()
+        return LossTerms(loss=-bound.mean(), recon=-log_px.mean(), kl=kl)
 
     @torch.no_grad()
     def elbo_terms(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-example terms (B,) for evaluation: recon, kl, neg_elbo, and kl per dim (B, D)."""
-        z_mean, z_log_var = self.encode(x)
+        z_mean, z_log_var = self._encode(x, y)
         z = reparameterize(z_mean, z_log_var, generator)
-        recon = self.likelihood.nll(self.decode(z), x)
+        recon = self.likelihood.nll(self._decode(z, y), x)
         kl_per_dim = gaussian_kl(z_mean, z_log_var)
         kl = kl_per_dim.sum(1)
         return {"recon": recon, "kl": kl, "neg_elbo": recon + kl, "kl_per_dim": kl_per_dim}
 
+    def importance_terms(
+        self,
+        x: torch.Tensor,
+        k: int,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log p(x|z_i), log p(z_i) - log q(z_i|x)), each (k, B), for k posterior samples
+        per example, and the posterior's (z_mean, z_log_var) in fp32. Differentiable."""
+        z_mean, z_log_var = (t.float() for t in self._encode(x, y))  # (B, D) each
+        eps = randn_batch((k, *z_mean.shape), 1, generator, x.device, z_mean.dtype)  # (k, B, D)
+        z = z_mean + torch.exp(0.5 * z_log_var) * eps  # (k, B, D)
+        log_q = -0.5 * (eps.square() + z_log_var + LOG_2PI).sum(-1)  # (k, B)
+        log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)  # (k, B)
+        labels = None if y is None else y.repeat(k)  # row i * B + b of z.flatten is example b
+        recon_params = self._decode(z.flatten(0, 1), labels).float()  # (k * B, *shape)
+        targets = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
+        log_px = -self.likelihood.nll(recon_params, targets).view(k, -1)  # (k, B)
+        return log_px, log_prior - log_q, z_mean, z_log_var
+
     @torch.no_grad()
     def log_importance_weights(
-        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        k: int,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i | x) for k posterior samples per example: shape (k, B).
 
         logsumexp over dim 0 minus log k is the IWAE bound (Burda et al. 2015); k = 1 gives
         an unbiased single-sample ELBO. Memory grows with k * B: callers chunk over k.
         """
-        z_mean, z_log_var = self.encode(x)  # (B, D) each
-        eps = torch.randn(
-            (k, *z_mean.shape), generator=generator, device=x.device, dtype=z_mean.dtype
-        )
-        z = z_mean + torch.exp(0.5 * z_log_var) * eps  # (k, B, D)
-        log_q = -0.5 * (eps.square() + z_log_var + LOG_2PI).sum(-1)  # (k, B)
-        log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)  # (k, B)
-        recon_params = self.decode(z.flatten(0, 1))  # (k * B, *shape)
-        targets = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
-        log_px = -self.likelihood.nll(recon_params, targets).view(k, -1)  # (k, B)
-        return log_px + log_prior - log_q
+        log_px, log_ratio, _, _ = self.importance_terms(x, k, generator, y)
+        return log_px + log_ratio
 
     # --- conveniences for users -------------------------------------------------------
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the posterior mean: images in data space."""
-        z_mean, _ = self.encode(x)
-        return self.decode_mean(z_mean)
+        z_mean, _ = self._encode(x, y)
+        return self.decode_mean(z_mean) if y is None else self.decode_mean(z_mean, y)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """n images decoded from the prior N(0, I) (the likelihood's mean)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return self.decode_mean(z)
+        return self.decode_mean(z) if y is None else self.decode_mean(z, y)

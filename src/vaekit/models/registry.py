@@ -1,4 +1,7 @@
-"""Model registry: a name -> a constructor taking (ModelConfig, data shape)."""
+"""Model registry: a name -> a constructor taking (ModelConfig, data shape).
+
+A new model is one module in this package plus one entry in MODELS (see docs/models.md).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,34 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from .ae import Autoencoder
 from .base import GaussianVAE
+from .cvae import ConditionalVAE
+from .pca import PCAModel
 
-MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {"vae": GaussianVAE}
+MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
+    "vae": GaussianVAE,
+    "cvae": ConditionalVAE,
+    "ae": Autoencoder,
+    "pca": PCAModel,
+}
+
+
+def model_class(name: str) -> Callable[[ModelConfig, tuple[int, ...]], nn.Module]:
+    """The constructor registered as `name`."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def configure_model(config: ModelConfig, data) -> None:
+    """Let the model record what it learns from the data before it is built (the CVAE's
+    number of classes); a no-op for models without a `configure` hook."""
+    hook = getattr(model_class(config.name), "configure", None)
+    if hook is not None:
+        hook(config, data)
 
 
 def build_model(config: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    if config.name not in MODELS:
-        raise ConfigError(f"unknown model {config.name!r} (known: {', '.join(sorted(MODELS))})")
-    return MODELS[config.name](config, tuple(shape))
+    """The model `config.name` for examples of `shape`."""
+    return model_class(config.name)(config, tuple(shape))

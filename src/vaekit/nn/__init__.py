@@ -1,5 +1,92 @@
-"""Network bodies for encoders and decoders."""
+"""Network bodies for encoders and decoders, chosen by `ModelConfig.arch`.
 
+`build_networks(config, shape)` returns (encoder, decoder) for any image shape (C, H, W).
+An encoder maps x (and, for conditional models, a condition vector) to `heads` tensors of
+(B, latent_dim); a decoder maps (B, latent_dim + cond_dim) to (B, C, H, W) parameters.
+A new architecture is one function here taking (config, shape, cond_dim, heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
+from .resnet import ResidualBlock, ResNetDecoder, ResNetEncoder
 
-__all__ = ["MLPDecoder", "MLPEncoder"]
+Networks = tuple[nn.Module, nn.Module]
+
+
+def mlp_networks(
+    config: ModelConfig, shape: tuple[int, ...], cond_dim: int, heads: int
+) -> Networks:
+    """Fully connected: `hidden` layers, mirrored in the decoder."""
+    latent, hidden = config.latent_dim, config.hidden
+    return (
+        MLPEncoder(shape, hidden, latent, cond_dim, heads),
+        MLPDecoder(shape, hidden, latent + cond_dim),
+    )
+
+
+def conv_networks(
+    config: ModelConfig, shape: tuple[int, ...], cond_dim: int, heads: int
+) -> Networks:
+    """Strided convolutions with `channels` filters, then the dense `hidden` layers."""
+    latent, channels, hidden = config.latent_dim, config.channels, config.hidden
+    return (
+        ConvEncoder(shape, channels, hidden, latent, cond_dim, heads),
+        ConvDecoder(shape, channels, hidden, latent + cond_dim),
+    )
+
+
+def resnet_networks(
+    config: ModelConfig, shape: tuple[int, ...], cond_dim: int, heads: int
+) -> Networks:
+    """The convolutional design with `res_blocks` residual blocks per stage."""
+    latent, channels, hidden, blocks = (
+        config.latent_dim,
+        config.channels,
+        config.hidden,
+        config.res_blocks,
+    )
+    return (
+        ResNetEncoder(shape, channels, hidden, latent, cond_dim, heads, blocks),
+        ResNetDecoder(shape, channels, hidden, latent + cond_dim, blocks),
+    )
+
+
+ARCHS: dict[str, Callable[[ModelConfig, tuple[int, ...], int, int], Networks]] = {
+    "mlp": mlp_networks,
+    "conv": conv_networks,
+    "resnet": resnet_networks,
+}
+
+
+def build_networks(
+    config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0, heads: int = 2
+) -> Networks:
+    """(encoder, decoder) of architecture `config.arch` for images of `shape` (C, H, W)."""
+    if config.arch not in ARCHS:
+        raise ConfigError(f"unknown arch {config.arch!r} (known: {', '.join(ARCHS)})")
+    if len(shape) != 3 and config.arch != "mlp":
+        raise ConfigError(f"arch {config.arch!r} needs images shaped (C, H, W), got {shape}")
+    if config.arch == "mlp" and not config.hidden:
+        raise ConfigError("arch 'mlp' needs at least one hidden layer (model.hidden)")
+    return ARCHS[config.arch](config, tuple(shape), cond_dim, heads)
+
+
+__all__ = [
+    "ARCHS",
+    "ConvDecoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "ResNetDecoder",
+    "ResNetEncoder",
+    "ResidualBlock",
+    "build_networks",
+]

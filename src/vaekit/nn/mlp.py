@@ -16,25 +16,42 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
-    """x (B, *shape) -> (z_mean, z_log_var), each (B, latent_dim).
+def with_condition(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """Features (B, F), with a conditioning vector (B, K) appended when one is given."""
+    return h if cond is None else torch.cat([h, cond.to(h.dtype)], dim=1)
 
-    One output layer produces both halves: one GEMM instead of two.
+
+class MLPEncoder(nn.Module):
+    """x (B, *shape) [+ condition (B, cond_dim)] -> `heads` tensors of (B, latent_dim).
+
+    A VAE takes two heads (z_mean, z_log_var); a deterministic autoencoder one (the code).
+    One output layer produces all heads: one GEMM instead of two.
     """
 
-    def __init__(self, shape: tuple[int, ...], hidden: list[int], latent_dim: int) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        hidden: list[int],
+        latent_dim: int,
+        cond_dim: int = 0,
+        heads: int = 2,
+    ) -> None:
         super().__init__()
-        self.body = mlp([math.prod(shape), *hidden])
-        self.head = nn.Linear(hidden[-1], 2 * latent_dim)
+        self.heads = heads
+        self.body = mlp([math.prod(shape) + cond_dim, *hidden])
+        self.head = nn.Linear(hidden[-1], heads * latent_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x.flatten(1))
-        z_mean, z_log_var = self.head(h).chunk(2, dim=1)
-        return z_mean, z_log_var
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        h = self.body(with_condition(x.flatten(1), cond))
+        return self.head(h).chunk(self.heads, dim=1)
 
 
 class MLPDecoder(nn.Module):
-    """z (B, latent_dim) -> distribution parameters (B, *shape), hidden sizes mirrored."""
+    """z (B, latent_dim) -> distribution parameters (B, *shape), hidden sizes mirrored.
+
+    A conditional model passes latent_dim = code size + condition size and concatenates."""
 
     def __init__(self, shape: tuple[int, ...], hidden: list[int], latent_dim: int) -> None:
         super().__init__()

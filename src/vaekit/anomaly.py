@@ -1,0 +1,380 @@
+"""Anomaly detection with a trained VAE: per-example scores, a threshold calibrated on the
+training data, flags, and AUROC / AUPRC where the data has labels.
+
+Scores (higher = more anomalous, nats per example, log-likelihoods summed over the data
+dimensions):
+  elbo   -ELBO, averaged over S posterior samples
+  iwae   -log p(x) estimated by the importance-weighted bound with S samples (Burda et al.
+         2015); elbo and iwae come from the same S samples
+  recon  -log p(x | z) at the posterior mean (deterministic); the only score of models
+         without an ELBO (autoencoder), squared error summed over dimensions for PCA
+
+Calibration: the scores of (up to 10,000 of) the run's training examples are stored in
+RUN/anomaly_calibration.safetensors; the threshold is their `quantile` (default 0.99), kept
+with the quantile in RUN/anomaly.json. Training examples fit the model better than unseen
+normal ones, so expect somewhat more than 1 - quantile of new normal data to be flagged.
+
+Ground truth for AUROC / AUPRC: the labels given as `anomalous`; by default, labels that
+never occur in the training data (train on normal classes, score a mix).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .errors import ConfigError, RunError
+from .models.base import LOG_2PI
+from .runs import RunFolder, atomic_write_text, load_tensors, save_tensors
+
+SCORES = ("elbo", "iwae", "recon")
+DESCRIPTIONS = {
+    "elbo": "-ELBO, mean over {s} posterior samples",
+    "iwae": "-log p(x), importance-weighted bound with {s} samples",
+    "recon": "-log p(x | z) at the posterior mean",
+}
+UNIT = "nats per example (higher = more anomalous)"
+CALIBRATION_FILE = "anomaly_calibration.safetensors"
+THRESHOLD_FILE = "anomaly.json"
+MAX_CALIBRATION = 10_000  # training examples scored for the threshold (a seeded subset)
+CHUNK_ROWS = 4096  # decoder evaluations per step (examples x samples)
+
+
+# --- scores -------------------------------------------------------------------------------
+def available_scores(model: nn.Module) -> tuple[str, ...]:
+    """The score types `model` supports: all for VAEs, recon for models without an ELBO."""
+    return SCORES if getattr(model, "has_elbo", True) else ("recon",)
+
+
+def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
+    for score in scores:
+        if score not in SCORES:
+            raise ConfigError(f"unknown score {score!r} (known: {', '.join(SCORES)})")
+        if score not in available_scores(model):
+            raise ConfigError(f"score {score!r} needs a model with an ELBO; use recon")
+
+
+def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z = posterior mean) per example; squared error for models without a likelihood."""
+    z_mean = model.encode(x)[0]
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is None:
+        return (wide(model.decode(z_mean)) - x).square().flatten(1).sum(1)
+    return likelihood.nll(wide(model.decode(z_mean)), x)
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """float32, or float64 where it already is (a float64 model scores in float64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def log_weights(model: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i | x) for z_i = mean + sigma * eps_i: shape (k, B).
+
+    The same k standard-normal draws `eps` (k, D) serve every example (common random
+    numbers): an example's estimate does not depend on which others share its batch."""
+    z_mean, z_log_var = (wide(t) for t in model.encode(x))
+    z = z_mean + torch.exp(0.5 * z_log_var) * eps[:, None, :]  # (k, B, D)
+    log_q = -0.5 * (eps.square()[:, None, :] + z_log_var + LOG_2PI).sum(-1)
+    log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    targets = x.unsqueeze(0).expand(len(eps), *x.shape).flatten(0, 1)
+    log_px = -model.likelihood.nll(wide(model.decode(z.flatten(0, 1))), targets)
+    return log_px.view(len(eps), -1) + log_prior - log_q
+
+
+@torch.no_grad()
+def anomaly_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    scores: tuple[str, ...] = ("elbo",),
+    samples: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Each requested score of every example of x: float64 (N,) on the CPU, higher = more
+    anomalous. elbo and iwae share one pass of `samples` posterior draws per example; an
+    example gets the same score whatever else is scored with it."""
+    check_scores(model, scores)
+    model.eval()
+    device, dtype = next(model.parameters()).device, wide(x[:1]).dtype
+    sampled = "elbo" in scores or "iwae" in scores
+    if sampled:
+        generator = torch.Generator().manual_seed(seed)
+        eps = torch.randn(samples, model.latent_dim, generator=generator).to(device, dtype)
+    batch = max(1, CHUNK_ROWS // samples)
+    parts: dict[str, list[torch.Tensor]] = {s: [] for s in scores}
+    bar = tqdm(
+        total=len(x),
+        desc="scoring",
+        disable=not progress,
+        leave=False,
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
+    for start in range(0, len(x), batch):
+        xb = x[start : start + batch].to(device)
+        if sampled:
+            log_w = log_weights(model, xb, eps).double()
+            if "elbo" in scores:
+                parts["elbo"].append(-log_w.mean(0).cpu())
+            if "iwae" in scores:
+                parts["iwae"].append((math.log(samples) - torch.logsumexp(log_w, 0)).cpu())
+        if "recon" in scores:
+            parts["recon"].append(reconstruction_error(model, xb).double().cpu())
+        bar.update(len(xb))
+    bar.close()
+    return {s: torch.cat(p) for s, p in parts.items()}
+
+
+def threshold_at(train_scores: torch.Tensor, quantile: float) -> float:
+    """The `quantile` of the training scores (linear interpolation)."""
+    return torch.quantile(train_scores.double(), quantile).item()
+
+
+def detection_metrics(scores: torch.Tensor, anomalous: torch.Tensor) -> dict[str, Any]:
+    """AUROC and AUPRC (average precision) of `scores` for the ground truth `anomalous`."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    n_anomalous = int(anomalous.sum())
+    n_normal = len(anomalous) - n_anomalous
+    if n_anomalous == 0 or n_normal == 0:
+        return {"skipped": "AUROC needs both normal and anomalous examples"}
+    truth, values = anomalous.numpy(), np.nan_to_num(scores.double().numpy())
+    return {
+        "auroc": float(roc_auc_score(truth, values)),
+        "auprc": float(average_precision_score(truth, values)),
+        "n_anomalous": n_anomalous,
+        "n_normal": n_normal,
+        "base_rate": n_anomalous / len(anomalous),
+    }
+
+
+def ground_truth(
+    labels: list[str] | None, anomalous: list[str] | None, train_labels: list[str] | None
+) -> tuple[torch.Tensor | None, list[str], str | None]:
+    """(is-anomalous flags, the anomalous labels, why there are none) from the labels."""
+    if labels is None:
+        return None, [], "the data has no labels"
+    if anomalous is None:
+        if not train_labels:
+            return None, [], "the training data has no labels: give the anomalous labels"
+        anomalous = sorted(set(labels) - set(train_labels))
+        if not anomalous:
+            return None, [], "every label occurs in the training data: give the anomalous labels"
+    wanted = set(anomalous)
+    return torch.tensor([label in wanted for label in labels]), sorted(wanted), None
+
+
+# --- calibration stored in the run --------------------------------------------------------
+def likelihood_view(x: torch.Tensor, binarize: str) -> torch.Tensor:
+    """The data as the likelihood saw it: binarised once (fixed seed) under dynamic binarisation."""
+    if binarize != "dynamic":
+        return x
+    from .evaluate import BINARIZE_TEST_SEED
+
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(BINARIZE_TEST_SEED))
+
+
+def calibrate(
+    run: RunFolder, model: nn.Module, samples: int, seed: int, progress: bool, again: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Scores of the run's training examples (stored in the run; recomputed when `again`
+    or when the stored ones used other settings) and their description."""
+    path = run.file(CALIBRATION_FILE)
+    if path.exists() and not again:
+        tensors, meta = load_tensors(path)
+        if meta.get("samples") == samples and meta.get("seed") == seed:
+            return tensors, meta
+    from .applications import check_shape, data_items
+
+    config = run.load_config()
+    items = check_shape(data_items(config.data, None, "train"), model)
+    n_train = min(len(items.x), config.data.limit_train or len(items.x))  # what it trained on
+    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    chosen = order[:MAX_CALIBRATION].sort().values
+    x = likelihood_view(items.x[chosen], config.data.binarize)
+    scores = anomaly_scores(model, x, available_scores(model), samples, seed, progress)
+    names = items.subset(chosen).label_names()
+    meta = {
+        "samples": samples,
+        "seed": seed,
+        "n": len(chosen),
+        "n_train": n_train,
+        "source": f"{items.source}, training split",
+        "labels": sorted(set(names)) if names is not None else None,
+        "unit": UNIT,
+    }
+    save_tensors(path, scores, meta)
+    return scores, meta
+
+
+def record_threshold(run: RunFolder, score: str, entry: dict[str, Any]) -> None:
+    """Keep the threshold of `score` in RUN/anomaly.json (other scores' entries stay)."""
+    path = run.file(THRESHOLD_FILE)
+    record: dict[str, Any] = {"unit": UNIT, "thresholds": {}}
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            record.setdefault("thresholds", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RunError(f"{path}: not valid JSON (delete it to calibrate again)") from None
+    record["thresholds"][score] = entry
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+# --- outputs ------------------------------------------------------------------------------
+def scores_csv(
+    ids: list[str], scores: torch.Tensor, flags: torch.Tensor, labels: list[str] | None
+) -> str:
+    """id, score, flag (1 = above the threshold), label (when the data has labels)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "score", "flag"] + (["label"] if labels is not None else []))
+    for i, (value, flag) in enumerate(zip(scores.tolist(), flags.tolist())):
+        writer.writerow(
+            [ids[i], f"{value:.4f}", int(flag)] + ([labels[i]] if labels is not None else [])
+        )
+    return buffer.getvalue()
+
+
+def save_histogram(
+    scores: torch.Tensor,
+    threshold: float,
+    path: Path,
+    title: str,
+    train_scores: torch.Tensor | None = None,
+    truth: torch.Tensor | None = None,
+    quantile: float | None = None,
+) -> Path:
+    """Histogram of the scores (normal / anomalous apart when known), the training scores as
+    an outline, and the threshold; values beyond the 99.5th percentile go into the last bin."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    everything = scores if train_scores is None else torch.cat([scores, train_scores])
+    low = everything.min().item()
+    high = max(torch.quantile(everything, 0.995).item(), threshold)
+    high = high if high > low else low + 1.0
+    bins = np.linspace(low, high, 61)
+    clip = lambda v: v.clamp(max=high).numpy()  # noqa: E731
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if train_scores is not None:
+        ax.hist(
+            clip(train_scores),
+            bins,
+            density=True,
+            histtype="step",
+            color="0.4",
+            lw=1.5,
+            label=f"training (n={len(train_scores)})",
+        )
+    if truth is not None:
+        for mask, name, colour in ((~truth, "normal", "tab:blue"), (truth, "anomalous", "tab:red")):
+            ax.hist(
+                clip(scores[mask]),
+                bins,
+                density=True,
+                alpha=0.5,
+                color=colour,
+                label=f"{name} (n={int(mask.sum())})",
+            )
+    else:
+        ax.hist(
+            clip(scores),
+            bins,
+            density=True,
+            alpha=0.6,
+            color="tab:blue",
+            label=f"scored (n={len(scores)})",
+        )
+    which = f"{quantile:g} quantile of training" if quantile is not None else "threshold"
+    ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.2f} ({which})")
+    beyond = int((scores > high).sum())
+    ax.set_title(
+        title + (f"\n{beyond} scores beyond the right edge are in the last bin" if beyond else ""),
+        fontsize=9,
+    )
+    ax.set_xlabel(f"score, {UNIT}")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# --- a run on data ------------------------------------------------------------------------
+def detect_anomalies(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    score: str = "elbo",
+    quantile: float = 0.99,
+    anomalous: list[str] | None = None,
+    samples: int = 10,
+    seed: int = 0,
+    output: str | Path | None = None,
+    recalibrate: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a run's test split (or every example of `data`), flag those above the calibrated
+    threshold and write scores.csv, scores.png and summary.json to `output` (RUN/anomaly)."""
+    from .applications import open_inputs
+
+    if not 0 < quantile < 1:
+        raise ConfigError(f"the threshold quantile must be between 0 and 1, got {quantile}")
+    if samples < 1:
+        raise ConfigError(f"samples must be >= 1, got {samples}")
+    inputs = open_inputs(run_dir, data, split, device)
+    check_scores(inputs.model, (score,))
+    calibration, meta = calibrate(inputs.run, inputs.model, samples, seed, progress, recalibrate)
+    threshold = threshold_at(calibration[score], quantile)
+    x = likelihood_view(inputs.items.x, inputs.config.data.binarize)
+    values = anomaly_scores(inputs.model, x, (score,), samples, seed, progress)[score]
+    flags = values > threshold
+    labels = inputs.items.label_names()
+    truth, anomalous_labels, note = ground_truth(labels, anomalous, meta.get("labels"))
+    entry = {
+        "quantile": quantile,
+        "threshold": threshold,
+        "samples": samples,
+        "seed": seed,
+        "n_train": meta["n"],
+    }
+    record_threshold(inputs.run, score, entry)
+    out = Path(output) if output else inputs.run.file("anomaly")
+    description = DESCRIPTIONS[score].format(s=samples)
+    report: dict[str, Any] = {
+        "run": str(inputs.run.path),
+        "data": inputs.source,
+        "n_examples": len(values),
+        "score": score,
+        "score_description": description,
+        "unit": UNIT,
+        "threshold": entry
+        | {"calibration": meta["source"], "stored_in": str(inputs.run.file(THRESHOLD_FILE))},
+        "n_flagged": int(flags.sum()),
+        "flagged_fraction": float(flags.double().mean()),
+        "score_mean": values.mean().item(),
+        "metrics": detection_metrics(values, truth) if truth is not None else {"skipped": note},
+        "anomalous_labels": anomalous_labels,
+    }
+    title = f"{score} ({description}) of {inputs.source}"
+    atomic_write_text(out / "scores.csv", scores_csv(inputs.items.ids, values, flags, labels))
+    save_histogram(
+        values, threshold, out / "scores.png", title, calibration[score], truth, quantile
+    )
+    report["files"] = [str(out / name) for name in ("scores.csv", "scores.png", "summary.json")]
+    atomic_write_text(out / "summary.json", json.dumps(report, indent=2) + "\n")
+    return report

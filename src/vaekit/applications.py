@@ -1,0 +1,191 @@
+"""Applying a trained run to data: the inputs every application shares, and `encode`.
+
+`open_inputs(run, data, split)` gives the run's model and the examples to work on: every
+example of `data` (a folder, .npy/.npz or CSV, read with the run's options: its image
+colour and size, its table columns and standardisation statistics), or, without `data`,
+the `split` of the run's own dataset. Each example has an id (file path, table id or row
+number, array index, or "split/index" for built-in datasets) and a label where the data has
+labels. Anomaly scoring (`anomaly.py`), denoising (`denoise.py`) and `encode` build on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .anomaly import wide
+from .config import DataConfig, RunConfig
+from .data import load_data
+from .data.arrays import READERS, Items, items_for_path, read_items, split_indices
+from .errors import ConfigError, DataError
+from .runs import RunFolder, atomic_write_bytes, atomic_write_text
+
+
+@dataclass
+class Inputs:
+    """A run's model and the examples an application works on."""
+
+    run: RunFolder
+    config: RunConfig
+    model: nn.Module
+    items: Items
+    source: str  # what the examples are, in words: a path or "mnist, test split"
+
+    @property
+    def is_images(self) -> bool:
+        """False for tables and vectors (examples shaped (1, 1, D))."""
+        return tuple(self.items.x.shape[1:3]) != (1, 1)
+
+
+def data_items(config: DataConfig, path: str | Path | None, split: str = "test") -> Items:
+    """Every example of `path` read with `config`'s options, or the `split` of its dataset."""
+    config = replace(config, limit_train=None, limit_test=None)
+    if path is not None:
+        if config.shape and config.name == "folder":
+            config.color = "grayscale" if config.shape[0] == 1 else "rgb"
+        return items_for_path(path, config)
+    if config.name in READERS:
+        items = read_items(config)
+        parts = split_indices(items, config)
+        if split not in parts:
+            raise ConfigError(f"{items.source} has no split {split!r} (known: train, test)")
+        return items.subset(parts[split])
+    splits = load_data(config)
+    chosen = {"train": splits.train, "test": splits.test, "valid": splits.valid}.get(split)
+    if chosen is None:
+        known = "train, test" + (", valid" if splits.valid is not None else "")
+        raise ConfigError(f"{splits.name} has no split {split!r} (known: {known})")
+    ids = [f"{split}/{i}" for i in range(len(chosen))]
+    return Items(chosen.x, chosen.y, ids, splits.classes, f"{splits.name}, {split} split")
+
+
+def open_inputs(
+    run_dir: str | Path, data: str | Path | None = None, split: str = "test", device: str = "cpu"
+) -> Inputs:
+    """The run's model (unconditional models only) and the examples to apply it to."""
+    from .train import load
+
+    run = RunFolder(run_dir).require()
+    config = run.load_config()
+    model = load(run.path, device=device)
+    if getattr(model, "needs_labels", False):
+        raise ConfigError(
+            f"{run.path}: a conditional ({config.model.name}) run; applications take unconditional models"
+        )
+    items = check_shape(data_items(config.data, data, split), model)
+    return Inputs(run, config, model, items, items.source)
+
+
+def check_shape(items: Items, model: nn.Module) -> Items:
+    """`items`, if its examples have the shape the model takes (a DataError otherwise)."""
+    if tuple(items.x.shape[1:]) != tuple(model.shape):
+        raise DataError(
+            f"{items.source}: examples are shaped {tuple(items.x.shape[1:])}, the run's model "
+            f"takes {tuple(model.shape)}"
+        )
+    return items
+
+
+# --- encode -------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_all(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior means and log-variances (N, latent_dim) on the CPU, float32 (float64 for a
+    float64 model); log-variances are None for deterministic models (autoencoder, PCA)."""
+    device = next(model.parameters()).device
+    means, log_vars = [], []
+    for start in range(0, len(x), batch_size):
+        mean, log_var = model.encode(x[start : start + batch_size].to(device))
+        means.append(wide(mean).cpu())
+        log_vars.append(None if log_var is None else wide(log_var).cpu())
+    return torch.cat(means), None if log_vars[0] is None else torch.cat(log_vars)
+
+
+def encoding_columns(latent_dim: int, variances: bool) -> list[str]:
+    names = [f"z_mean_{d}" for d in range(latent_dim)]
+    return names + ([f"z_log_var_{d}" for d in range(latent_dim)] if variances else [])
+
+
+def encoding_npy(
+    ids: list[str], labels: list[str] | None, mean: torch.Tensor, log_var: torch.Tensor | None
+) -> bytes:
+    """A structured .npy: fields id, label (if any), z_mean and z_log_var (if any), no pickle."""
+    width = lambda names: max(1, *(len(s) for s in names))  # noqa: E731
+    fields = [("id", f"<U{width(ids)}")]
+    fields += [("label", f"<U{width(labels)}")] if labels is not None else []
+    fields += [("z_mean", "<f4", (mean.shape[1],))]
+    fields += [("z_log_var", "<f4", (mean.shape[1],))] if log_var is not None else []
+    table = np.zeros(len(ids), dtype=fields)
+    table["id"] = ids
+    if labels is not None:
+        table["label"] = labels
+    table["z_mean"] = mean.numpy()
+    if log_var is not None:
+        table["z_log_var"] = log_var.numpy()
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encoding_csv(
+    ids: list[str], labels: list[str] | None, mean: torch.Tensor, log_var: torch.Tensor | None
+) -> str:
+    """CSV: id, label (if any), z_mean_0..., z_log_var_0... (if any)."""
+    values = mean if log_var is None else torch.cat([mean, log_var], 1)
+    header = (
+        ["id"]
+        + (["label"] if labels is not None else [])
+        + encoding_columns(mean.shape[1], log_var is not None)
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for i, row in enumerate(values.tolist()):
+        first = [ids[i]] + ([labels[i]] if labels is not None else [])
+        writer.writerow(first + [f"{v:.7g}" for v in row])
+    return buffer.getvalue()
+
+
+def encode_run(
+    run_dir: str | Path,
+    output: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Write the latent means and log-variances of every example to `output` (.npy or .csv)."""
+    output = Path(output)
+    if output.suffix.lower() not in (".npy", ".csv"):
+        raise ConfigError(f"{output}: output must be a .npy or .csv file")
+    inputs = open_inputs(run_dir, data, split, device)
+    mean, log_var = encode_all(inputs.model, inputs.items.x)
+    ids, labels = inputs.items.ids, inputs.items.label_names()
+    if output.suffix.lower() == ".npy":
+        atomic_write_bytes(output, encoding_npy(ids, labels, mean, log_var))
+    else:
+        atomic_write_text(output, encoding_csv(ids, labels, mean, log_var))
+    return {
+        "output": str(output),
+        "n_examples": len(ids),
+        "latent_dim": mean.shape[1],
+        "log_variances": log_var is not None,
+        "labels": labels is not None,
+        "source": inputs.source,
+        "mean_kl": _mean_kl(mean, log_var),
+    }
+
+
+def _mean_kl(mean: torch.Tensor, log_var: torch.Tensor | None) -> float | None:
+    """Average KL(q(z|x) || N(0, I)), nats per example: do the codes carry information?"""
+    from .models.base import gaussian_kl
+
+    return None if log_var is None else gaussian_kl(mean, log_var).sum(1).double().mean().item()

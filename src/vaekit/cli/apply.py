@@ -1,0 +1,204 @@
+"""`vaekit anomaly`, `denoise` and `encode`: apply a trained run to its test split or to
+your own data (`--data PATH`: a folder of images, .npy/.npz, or a CSV table)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import positive_int
+
+
+def unit_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def label_list(text: str) -> list[str]:
+    labels = [part.strip() for part in text.split(",") if part.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError(f"expected labels like 7 or cat,dog, got {text!r}")
+    return labels
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """RUN, --data, --split, --device: what every application reads."""
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="every example of PATH (image folder, .npy/.npz, .csv) instead of the run's test split",
+    )
+    p.add_argument(
+        "--split", default="test", help="without --data: the split of the run's dataset (test)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+
+
+def add_anomaly(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "anomaly",
+        help="anomaly scores, flags above a threshold calibrated on training data, AUROC",
+        description="Score every example (higher = more anomalous, nats), flag those above "
+        "the threshold (a quantile of the training examples' scores, stored in the run), and "
+        "write scores.csv (id, score, flag, label), scores.png (histogram with the threshold) "
+        "and summary.json; with labels, also AUROC and AUPRC.",
+    )
+    add_inputs(p)
+    p.add_argument(
+        "--score",
+        choices=["elbo", "iwae", "recon"],
+        default="elbo",
+        help="elbo: -ELBO; iwae: importance-weighted -log p(x); recon: -log p(x|z) at the "
+        "posterior mean (default elbo)",
+    )
+    p.add_argument(
+        "--threshold-quantile",
+        type=unit_fraction,
+        default=0.99,
+        metavar="Q",
+        help="threshold = this quantile of the training scores (default 0.99)",
+    )
+    p.add_argument(
+        "--samples", type=positive_int, default=10, help="posterior samples per example (10)"
+    )
+    p.add_argument(
+        "--anomalous",
+        type=label_list,
+        metavar="LABELS",
+        help="labels that are anomalies, e.g. 7 or malignant (default: labels absent from "
+        "the training data)",
+    )
+    p.add_argument("-o", "--output", type=Path, metavar="DIR", help="default RUN/anomaly")
+    p.add_argument("--recalibrate", action="store_true", help="score the training data again")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run_command=cmd_anomaly)
+
+
+def cmd_anomaly(args: argparse.Namespace) -> int:
+    from ..anomaly import detect_anomalies
+
+    report = detect_anomalies(
+        args.run,
+        args.data,
+        split=args.split,
+        score=args.score,
+        quantile=args.threshold_quantile,
+        anomalous=args.anomalous,
+        samples=args.samples,
+        seed=args.seed,
+        output=args.output,
+        recalibrate=args.recalibrate,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    t = report["threshold"]
+    print(
+        f"scored {report['n_examples']} examples of {report['data']}: {report['score']} = "
+        f"{report['score_description']}, {report['unit']}"
+    )
+    print(
+        f"threshold {t['threshold']:.3f} nats = {t['quantile']:g} quantile of {t['n_train']} "
+        f"training examples (stored in {t['stored_in']})"
+    )
+    print(
+        f"flagged {report['n_flagged']} of {report['n_examples']} "
+        f"({100 * report['flagged_fraction']:.1f}%)"
+    )
+    metrics = report["metrics"]
+    if "auroc" in metrics:
+        print(
+            f"AUROC {metrics['auroc']:.4f}  AUPRC {metrics['auprc']:.4f}  "
+            f"({metrics['n_anomalous']} anomalous [labels {', '.join(report['anomalous_labels'])}] "
+            f"vs {metrics['n_normal']} normal)"
+        )
+    else:
+        print(f"no AUROC: {metrics['skipped']}")
+    print(f"wrote {', '.join(report['files'])}")
+    return 0
+
+
+def add_denoise(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "denoise",
+        help="corrupt inputs with noise, reconstruct them, report PSNR before and after",
+        description="Add noise to every example, reconstruct it through the model, and write "
+        "denoised.npz, denoise.png (noisy / denoised / clean) and denoise.json with the PSNR "
+        "(dB, peak 1) of the noisy and the denoised images against the clean ones.",
+    )
+    add_inputs(p)
+    p.add_argument(
+        "--noise",
+        default="gaussian:0.3",
+        metavar="KIND:LEVEL",
+        help="gaussian:SIGMA or saltpepper:FRACTION (default gaussian:0.3)",
+    )
+    p.add_argument("-o", "--output", type=Path, metavar="DIR", help="default RUN/denoise")
+    p.add_argument("--png", action="store_true", help="also one PNG per image in DIR/denoised/")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.set_defaults(run_command=cmd_denoise)
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from ..denoise import denoise_run
+
+    report = denoise_run(
+        args.run,
+        args.data,
+        args.noise,
+        split=args.split,
+        output=args.output,
+        seed=args.seed,
+        pngs=args.png,
+        device=args.device,
+    )
+    print(f"{report['noise']} noise on {report['n_examples']} examples of {report['data']}")
+    if "psnr" in report:
+        p = report["psnr"]
+        print(
+            f"PSNR noisy {p['noisy']:.2f} dB -> denoised {p['denoised']:.2f} dB "
+            f"(gain {report['gain_db']:+.2f} dB; clean input reconstructed: "
+            f"{p['reconstructed_clean']:.2f} dB), mean over examples"
+        )
+    else:
+        m = report["mse"]
+        print(
+            f"MSE noisy {m['noisy']:.4f} -> denoised {m['denoised']:.4f} "
+            f"(clean input reconstructed: {m['reconstructed_clean']:.4f}), {report['unit']}"
+        )
+    print(f"wrote {', '.join(report['files'])}")
+    return 0
+
+
+def add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="export latent means and log-variances (with ids and labels) to .npy or .csv",
+        description="Encode every example and write its posterior mean and log-variance with "
+        "its id and label: a structured .npy (fields id, label, z_mean, z_log_var) or a CSV.",
+    )
+    add_inputs(p)
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.npy or FILE.csv"
+    )
+    p.set_defaults(run_command=cmd_encode)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from ..applications import encode_run
+
+    report = encode_run(args.run, args.output, args.data, split=args.split, device=args.device)
+    what = "means and log-variances" if report["log_variances"] else "codes"
+    kl = f"; mean KL {report['mean_kl']:.2f} nats" if report["mean_kl"] is not None else ""
+    print(
+        f"encoded {report['n_examples']} examples of {report['source']}: {what} of "
+        f"{report['latent_dim']} latent dims{kl}"
+    )
+    print(f"wrote {report['output']}")
+    return 0
+
+
+COMMANDS = [add_anomaly, add_denoise, add_encode]

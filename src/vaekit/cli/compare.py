@@ -1,0 +1,70 @@
+"""`vaekit compare`: train several models with one budget and tabulate them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from .args import non_negative_int, positive_int
+from .train import add_config_arguments, build_train_config
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    from ..compare import VARIANTS
+
+    p = sub.add_parser(
+        "compare",
+        help="train several models on the same data and budget and compare them",
+        description="Train (or reuse) one run per model under OUT from one base config "
+        "(--preset/--config and the usual flags), evaluate each on the test set and write "
+        "OUT/comparison.md, comparison.json and comparison.png.",
+    )
+    p.add_argument(
+        "--models",
+        required=True,
+        metavar="NAMES",
+        help=f"comma-separated, from: {', '.join(VARIANTS)}",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="default runs/compare")
+    p.add_argument(
+        "--iwae-k",
+        type=non_negative_int,
+        default=100,
+        metavar="K",
+        help="importance samples per test image for the NLL bound (0: skip; default 100)",
+    )
+    p.add_argument(
+        "--quality-samples",
+        type=positive_int,
+        metavar="N",
+        help="generated images for sample quality (default: as many as test images, <= 10000)",
+    )
+    p.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
+    p.add_argument("--no-probes", action="store_true", help="skip the linear probe")
+    add_config_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run_command=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..compare import compare
+
+    if args.model is not None:
+        raise ConfigError("compare takes --models (a list), not --model")
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    report = compare(
+        names,
+        args.out,
+        build_train_config(args),
+        iwae_k=args.iwae_k,
+        n_samples=args.quality_samples,
+        probes=not args.no_probes,
+        quality=not args.no_quality,
+        progress=not args.quiet,
+    )
+    print((args.out / "comparison.md").read_text(), end="")
+    print(
+        f"wrote {args.out}/comparison.md, comparison.json, comparison.png ({report['seconds_total']:.0f} s)"
+    )
+    return 0

@@ -1,0 +1,175 @@
+"""`vaekit latent`, `manifold`, `interpolate`, `traverse` and `report`: look inside a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import check_png, positive_float, positive_int
+
+
+def _common(p: argparse.ArgumentParser, default_name: str) -> None:
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-o", "--output", type=Path, help=f"PNG file (default RUN/{default_name})")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+
+
+def _output(args: argparse.Namespace, default_name: str) -> Path:
+    output = args.output or args.run / default_name
+    check_png(output)
+    return output
+
+
+def _open(args: argparse.Namespace):
+    from ..explore import open_run
+
+    return open_run(args.run, device=args.device)
+
+
+# --- latent -----------------------------------------------------------------------------
+def add_latent(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latent",
+        help="scatter plot of test latents coloured by label",
+        description="Encode test images and plot their posterior means coloured by label: "
+        "2-D latents directly, larger ones through PCA or t-SNE of a random subsample.",
+    )
+    _common(p, "latent.png")
+    p.add_argument(
+        "--method",
+        choices=["auto", "pca", "tsne"],
+        default="auto",
+        help="auto (default): direct for 2-D, t-SNE otherwise",
+    )
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        help="test images in the plot (default 5000; 2000 for t-SNE, which is slower)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed")
+    p.set_defaults(run_command=cmd_latent)
+
+
+def cmd_latent(args: argparse.Namespace) -> int:
+    from ..explore import save_latent
+
+    output = _output(args, "latent.png")
+    codes = save_latent(_open(args), output, args.method, args.n, args.seed)
+    print(f"{len(codes.points)} test latents ({codes.method}); wrote {output}")
+    return 0
+
+
+# --- manifold ---------------------------------------------------------------------------
+def add_manifold(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "manifold",
+        help="decode a grid over the latent plane",
+        description="Decode a GRID x GRID lattice spaced by quantiles of the N(0, 1) prior, "
+        "over the two latent dimensions with the highest KL (others at 0).",
+    )
+    _common(p, "manifold.png")
+    p.add_argument("--grid", type=positive_int, default=20, help="images per side (default 20)")
+    p.set_defaults(run_command=cmd_manifold)
+
+
+def cmd_manifold(args: argparse.Namespace) -> int:
+    from ..explore import save_manifold
+
+    output = _output(args, "manifold.png")
+    result = save_manifold(_open(args), output, args.grid)
+    dims = ", ".join(f"z[{d}]" for d in result.dims)
+    print(f"{len(result.images)} images over {dims}; wrote {output}")
+    return 0
+
+
+# --- interpolate ------------------------------------------------------------------------
+def add_interpolate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "interpolate",
+        help="decode the path between two inputs' latent codes",
+        description="Encode A and B (test-set indices or image files of the model's size), "
+        "decode STEPS codes on the path between their posterior means, and write a strip "
+        "(A, the path, B) and an animated GIF beside it.",
+    )
+    _common(p, "interpolation.png")
+    p.add_argument("--from", dest="source", required=True, metavar="A", help="index or image")
+    p.add_argument("--to", dest="target", required=True, metavar="B", help="index or image")
+    p.add_argument("--steps", type=positive_int, default=10, help="decoded steps (default 10)")
+    p.add_argument(
+        "--method", choices=["lerp", "slerp"], default="lerp", help="straight or spherical path"
+    )
+    p.set_defaults(run_command=cmd_interpolate)
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from ..explore import save_interpolation
+
+    output = _output(args, "interpolation.png")
+    gif = output.with_suffix(".gif")
+    save_interpolation(
+        _open(args), output, args.source, args.target, args.steps, args.method, gif=gif
+    )
+    print(f"wrote {output} and {gif}")
+    return 0
+
+
+# --- traverse ---------------------------------------------------------------------------
+def add_traverse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "traverse",
+        help="vary one latent dimension at a time around an input's code",
+        description="One row per latent dimension (highest KL first, at most 16 unless --dims "
+        "is given): the dimension runs from -RANGE to +RANGE while the others keep the "
+        "posterior mean of test image --index.",
+    )
+    _common(p, "traversal.png")
+    p.add_argument("--dims", type=_dims, metavar="D,D,...", help="dimensions to vary, e.g. 0,3,5")
+    p.add_argument("--range", type=positive_float, default=3.0, help="largest |value| (default 3)")
+    p.add_argument("--steps", type=positive_int, default=11, help="images per row (default 11)")
+    p.add_argument("--index", type=int, default=0, help="test image whose code is used")
+    p.set_defaults(run_command=cmd_traverse)
+
+
+def _dims(text: str) -> list[int]:
+    """Latent dimensions such as "0,3,5" (0-based)."""
+    try:
+        dims = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dimensions like 0,3,5, got {text!r}") from None
+    if not dims or min(dims) < 0:
+        raise argparse.ArgumentTypeError(f"dimensions must be >= 0, got {text!r}")
+    return dims
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from ..explore import save_traversal
+
+    output = _output(args, "traversal.png")
+    dims = save_traversal(_open(args), output, args.index, args.dims, args.range, args.steps)
+    print(f"traversed {len(dims)} dims ({', '.join(map(str, dims))}); wrote {output}")
+    return 0
+
+
+# --- report -----------------------------------------------------------------------------
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run",
+        description="Write RUN/report.html: config, metrics, evaluation (if evaluated), "
+        "loss curves, samples, reconstructions, latent plot, manifold, interpolation, "
+        "traversal and KL per dimension, with every image inlined (opens offline).",
+    )
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("-o", "--output", type=Path, help="HTML file (default RUN/report.html)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run_command=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    print(f"wrote {write_report(args.run, args.output, device=args.device)}")
+    return 0
+
+
+COMMANDS = [add_latent, add_manifold, add_interpolate, add_traverse, add_report]

@@ -1,0 +1,240 @@
+"""Your own data, part 1: `.npy` / `.npz` arrays, and what every own-data loader shares.
+
+An own-data reader turns `DataConfig.path` into `Items`: every example of the file or
+folder (x, labels or None, one id per example) and, where the data has a split of its own,
+which examples are the test split. `split_items` makes the DataSplits that training uses;
+a dataset with no split of its own gets a seeded random one (`test_fraction`, `split_seed`
+in the config). The applications (anomaly, denoise, encode) read a whole file with
+`read_items`, so every row of new data is scored.
+
+Arrays: `.npy` holds the examples; `.npz` holds them under `x` (or `X`, `data`, `images`,
+or its only array), labels under `y` (or `labels`, `targets`), ids under `ids`, or a split
+of its own as `x_train` / `x_test` (+ `y_train` / `y_test`). Shapes: (N, D) vectors,
+(N, H, W) greyscale images, (N, C, H, W) or (N, H, W, C) with C in 1, 3, 4. uint8 values are
+divided by 255; floats are used as they are (in [0, 1] for the Bernoulli likelihood).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .datasets import Dataset, DataSplits
+from .registry import register_dataset
+
+
+@dataclass
+class Items:
+    """Every example of a user's data: x (N, C, H, W) float32, labels, ids, own split."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    ids: list[str]
+    classes: list[str] | None
+    source: str
+    test_mask: torch.Tensor | None = None  # bool (N,): the data's own test split, if any
+
+    def subset(self, index: torch.Tensor) -> Items:
+        """The examples at `index` (in that order), without a split of their own."""
+        y = None if self.y is None else self.y[index]
+        ids = [self.ids[i] for i in index.tolist()]
+        return Items(self.x[index], y, ids, self.classes, self.source)
+
+    def label_names(self) -> list[str] | None:
+        """Each example's label as text (its class name where there are names)."""
+        if self.y is None:
+            return None
+        names = self.classes
+        return [names[k] if names else str(k) for k in self.y.tolist()]
+
+    def dataset(self, name: str) -> Dataset:
+        return Dataset(self.x, self.y, name)
+
+
+Reader = Callable[[DataConfig], Items]
+READERS: dict[str, Reader] = {}  # dataset name -> reads every example of config.path
+
+
+def split_indices(items: Items, config: DataConfig) -> dict[str, torch.Tensor]:
+    """{"train": index, "test": index}: the data's own split, else a seeded random one."""
+    n = len(items.x)
+    if items.test_mask is not None:
+        test = items.test_mask
+    else:
+        if n < 2:
+            raise DataError(f"{items.source}: needs at least 2 examples to split off a test set")
+        n_test = min(n - 1, max(1, round(n * config.test_fraction)))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.split_seed))
+        test = torch.zeros(n, dtype=torch.bool)
+        test[order[:n_test]] = True
+    index = torch.arange(n)
+    return {"train": index[~test], "test": index[test]}
+
+
+def split_items(items: Items, config: DataConfig, name: str) -> DataSplits:
+    """Train/test DataSplits of `items` (each split keeps the file order)."""
+    parts = {k: items.subset(v) for k, v in split_indices(items, config).items()}
+    for split, part in parts.items():
+        if len(part.x) == 0:
+            raise DataError(f"{items.source}: the {split} split is empty")
+    train, test = (parts[k].dataset(f"{name}/{k}") for k in ("train", "test"))
+    return DataSplits(train, test, name, items.source, items.classes)
+
+
+def own_data(name: str, suffixes: tuple[str, ...]) -> Callable[[Reader], Reader]:
+    """Register `reader` as dataset `name`: split for training, whole for the applications."""
+
+    def add(reader: Reader) -> Reader:
+        READERS[name] = reader
+        register_dataset(name, suffixes)(lambda config: split_items(reader(config), config, name))
+        return reader
+
+    return add
+
+
+def read_items(config: DataConfig) -> Items:
+    """Every example of `config.path` (no split), for scoring or encoding new data."""
+    if config.name not in READERS:
+        raise DataError(f"dataset {config.name!r} is not a file or folder of your own")
+    if not config.path:
+        raise DataError(f"dataset {config.name!r} needs a path (--data PATH)")
+    return READERS[config.name](config)
+
+
+def items_for_path(path: str | Path, config: DataConfig) -> Items:
+    """Every example of `path`, read with the options (and table statistics) of `config`."""
+    from .registry import dataset_for_path
+
+    return read_items(replace(config, name=dataset_for_path(path), path=str(path)))
+
+
+def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None:
+    """The Bernoulli likelihood needs values in [0, 1]: a DataError otherwise."""
+    if likelihood != "bernoulli":
+        return
+    low, high = torch.aminmax(x)
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{source}: values range from {low.item():.4g} to {high.item():.4g}; the bernoulli "
+            "likelihood needs [0, 1] (rescale, or use --likelihood gaussian)"
+        )
+
+
+# --- arrays -------------------------------------------------------------------------------
+X_KEYS, Y_KEYS = ("x", "X", "data", "images"), ("y", "labels", "targets")
+
+
+def check_finite(values: np.ndarray, source: str) -> None:
+    """DataError naming the first NaN or infinite value's position."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = values[where]
+        raise DataError(f"{source}: value {value} at index {list(where)} (NaN or infinite)")
+
+
+def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
+    """An array of examples -> float32 (N, C, H, W): vectors become (N, 1, 1, D)."""
+    if values.dtype == object or not (
+        np.issubdtype(values.dtype, np.number) or values.dtype == bool
+    ):
+        raise DataError(f"{source}: expected numbers, got an array of {values.dtype}")
+    if np.issubdtype(values.dtype, np.floating):
+        check_finite(values, source)  # before reshaping: the index is the file's
+    if values.ndim == 2:
+        values = values[:, None, None, :]
+    elif values.ndim == 3:
+        values = values[:, None]
+    elif values.ndim == 4 and values.shape[-1] in (1, 3, 4) and values.shape[1] not in (1, 3, 4):
+        values = values.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    elif values.ndim != 4:
+        raise DataError(f"{source}: expected 2 to 4 dimensions (N, ...), got shape {values.shape}")
+    if len(values) == 0:
+        raise DataError(f"{source}: no examples")
+    if values.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(values)).float().div_(255.0)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def as_labels(values: np.ndarray, count: int, source: str) -> tuple[torch.Tensor, list[str]]:
+    """Labels of any type -> (int64 class indices, sorted class names)."""
+    if values.ndim != 1 or len(values) != count:
+        raise DataError(f"{source}: expected {count} labels in one dimension, got {values.shape}")
+    classes, index = np.unique(values, return_inverse=True)
+    return torch.from_numpy(index.astype(np.int64)), [str(c) for c in classes]
+
+
+def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
+
+
+def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...], suffix: str = "") -> str | None:
+    return next((k + suffix for k in keys if k + suffix in arrays), None)
+
+
+def _npz_items(arrays: dict[str, np.ndarray], source: str) -> Items:
+    if "x_train" in arrays and "x_test" in arrays:
+        parts = [_npz_items(_strip(arrays, s), f"{source}[{s}]") for s in ("_train", "_test")]
+        return _concat(parts, source)
+    key = _pick(arrays, X_KEYS) or (next(iter(arrays)) if len(arrays) == 1 else None)
+    if key is None:
+        raise DataError(
+            f"{source}: no array named x, X, data or images (holds: {', '.join(arrays) or 'none'})"
+        )
+    x = as_examples(arrays[key], f"{source}[{key}]")
+    y = classes = None
+    if (y_key := _pick(arrays, Y_KEYS)) is not None:
+        y, classes = as_labels(arrays[y_key], len(x), f"{source}[{y_key}]")
+    ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(len(x))]
+    if len(ids) != len(x):
+        raise DataError(f"{source}[ids]: {len(ids)} ids for {len(x)} examples")
+    return Items(x, y, ids, classes, source)
+
+
+def _strip(arrays: dict[str, np.ndarray], suffix: str) -> dict[str, np.ndarray]:
+    return {k[: -len(suffix)]: v for k, v in arrays.items() if k.endswith(suffix)}
+
+
+def _concat(parts: list[Items], source: str) -> Items:
+    """Train and test parts as one Items whose test_mask marks the second part."""
+    train, test = parts
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(
+            f"{source}: x_train examples are {tuple(train.x.shape[1:])}, x_test {tuple(test.x.shape[1:])}"
+        )
+    y = classes = None
+    if train.y is not None and test.y is not None:
+        names = train.label_names() + test.label_names()
+        y, classes = as_labels(np.array(names), len(names), source)
+    ids = [f"train/{i}" for i in train.ids] + [f"test/{i}" for i in test.ids]
+    mask = torch.cat(
+        [torch.zeros(len(train.x), dtype=torch.bool), torch.ones(len(test.x), dtype=torch.bool)]
+    )
+    return Items(torch.cat([train.x, test.x]), y, ids, classes, source, mask)
+
+
+@own_data("array", (".npy", ".npz"))
+def read_arrays(config: DataConfig) -> Items:
+    """Every example of a .npy or .npz file (a .npz may carry labels, ids, its own split)."""
+    path = Path(config.path)
+    loaded = _load(path)
+    if isinstance(loaded, dict):
+        return _npz_items(loaded, str(path))
+    x = as_examples(loaded, str(path))
+    return Items(x, None, [str(i) for i in range(len(x))], None, str(path))

@@ -1,0 +1,425 @@
+"""Explore a trained model's latent space: scatter plots, manifold grids, interpolations,
+traversals and the KL carried by each latent dimension.
+
+The pure functions (`encode_means`, `kl_per_dim`, `latent_codes`, `manifold`,
+`interpolate`, `traverse`) take a model and tensors; the `save_*` functions take an
+`ExploreRun` (a run folder's model and test set) and write one picture each, so that the
+commands and the HTML report draw exactly the same pictures.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import plots
+from .data import BatchIterator, Dataset, DataSplits, load_data
+from .errors import ConfigError, DataError
+from .models.base import gaussian_kl
+from .runs import RunFolder
+
+METHODS = ("auto", "pca", "tsne")
+PATHS = ("lerp", "slerp")
+DEFAULT_N, TSNE_DEFAULT_N = 5000, 2000  # test images in a latent plot
+MAX_TRAVERSE_ROWS = 16  # default rows of a traversal: the 16 dims carrying the most KL
+
+
+# --- a run's model and data -------------------------------------------------------------
+@dataclass
+class ExploreRun:
+    """A trained model with the test set it was evaluated on."""
+
+    path: Path
+    model: nn.Module
+    test: Dataset
+    classes: list[str] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def open_run(
+    run_dir: str | Path, device: str = "cpu", data: DataSplits | None = None
+) -> ExploreRun:
+    """Load a run folder's model and its test set (fixed binarisation if trained dynamically).
+
+    `data` replaces the dataset named in the run's config (for data not in the registry)."""
+    from .evaluate import evaluation_set
+    from .train import load
+
+    run = RunFolder(run_dir).require()
+    config = run.load_config()
+    model = load(run.path, device=device)
+    if getattr(model, "needs_labels", False):
+        raise ConfigError(
+            f"{run.path}: model {config.model.name!r} decodes with class labels; the "
+            "exploration commands draw unconditional models only"
+        )
+    splits = data or load_data(config.data)
+    test = evaluation_set(splits.test, config.data.binarize)
+    return ExploreRun(run.path, model, test, splits.classes)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_means(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Posterior means (N, D) of images x (N, C, H, W), encoded in batches, on the CPU."""
+    device = _device(model)
+    chunks = BatchIterator(x, None, batch_size, shuffle=False)
+    return torch.cat([model.encode(xb.to(device))[0].float().cpu() for xb, _ in chunks])
+
+
+@torch.no_grad()
+def kl_per_dim(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """KL(q(z_d|x) || N(0, 1)) of each latent dimension d, averaged over x: (D,) in nats."""
+    device = _device(model)
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    for xb, _ in BatchIterator(x, None, batch_size, shuffle=False):
+        z_mean, z_log_var = model.encode(xb.to(device))
+        total += gaussian_kl(z_mean.double(), z_log_var.double()).sum(0).cpu()
+    return total / len(x)
+
+
+def kl_order(kl: torch.Tensor) -> list[int]:
+    """Latent dimensions sorted by KL, most informative first (ties: lower index first)."""
+    return sorted(range(len(kl)), key=lambda d: (-float(kl[d]), d))
+
+
+# --- latent scatter ---------------------------------------------------------------------
+@dataclass
+class LatentCodes:
+    """2-D points of test latents: `points` (N, 2) from `means` (N, D) by `method`."""
+
+    points: np.ndarray
+    means: torch.Tensor
+    labels: torch.Tensor | None
+    indices: torch.Tensor  # rows of the test set the points come from
+    method: str  # z (drawn directly), pca or tsne
+    axis_names: tuple[str, str]
+
+
+def subsample(count: int, n: int, seed: int = 0) -> torch.Tensor:
+    """n distinct indices of range(count), drawn with `seed` and sorted (all if n >= count)."""
+    if n >= count:
+        return torch.arange(count)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(count, generator=generator)[:n].sort().values
+
+
+def embed_2d(means: torch.Tensor, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """(N, D) -> (N, 2): the means themselves for D <= 2 (method z), else PCA or t-SNE.
+
+    `auto` is z for D <= 2 and t-SNE otherwise (t-SNE keeps clusters apart that PCA
+    overlaps; it costs seconds per thousand points)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    if method == "auto":
+        method = "z" if means.shape[1] <= 2 else "tsne"
+    if method == "tsne" and means.shape[1] > 1 and len(means) > 5:
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+
+        perplexity = min(30.0, (len(means) - 1) / 3)
+        tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+        # one OpenMP thread: beside torch's thread pool, sklearn's spinning threads made
+        # t-SNE 5-50x slower on 2 busy cores than a single thread
+        with threadpool_limits(1, user_api="openmp"):
+            return tsne.fit_transform(means.double().numpy()), "tsne"
+    points, axis = plots.project_2d(means)
+    return points, "z" if axis == "z" else "pca"
+
+
+AXIS_NAMES = {"z": ("z[0]", "z[1]"), "pca": ("PC 1", "PC 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
+
+
+def latent_codes(
+    model: nn.Module, data: Dataset, n: int = 5000, method: str = "auto", seed: int = 0
+) -> LatentCodes:
+    """Posterior means of a seeded subsample of n examples of `data`, embedded in 2-D."""
+    indices = subsample(len(data), n, seed)
+    means = encode_means(model, data.x[indices])
+    points, used = embed_2d(means, method, seed)
+    labels = None if data.y is None else data.y[indices]
+    return LatentCodes(points, means, labels, indices, used, AXIS_NAMES[used])
+
+
+# --- decoding grids and paths -----------------------------------------------------------
+def prior_quantiles(count: int) -> torch.Tensor:
+    """`count` points of N(0, 1) splitting it into equal-probability cells: Phi^-1((k + 1/2) / count)."""
+    probabilities = (torch.arange(count, dtype=torch.float64) + 0.5) / count
+    return torch.special.ndtri(probabilities).float()
+
+
+@dataclass
+class Manifold:
+    """Decoded grid: `images` row-major, rows from high to low `values` of dims[1]."""
+
+    images: torch.Tensor  # (rows * cols, C, H, W)
+    values: torch.Tensor  # latent values along each axis (ascending)
+    dims: tuple[int, ...]  # the latent dimensions varied: (x,) or (x, y)
+
+
+@torch.no_grad()
+def manifold(model: nn.Module, grid: int = 20, dims: tuple[int, ...] | None = None) -> Manifold:
+    """Decode a grid x grid lattice over two latent dims (others 0), spaced by prior quantiles.
+
+    `dims` defaults to (0, 1); with one latent dimension the result is a single row."""
+    dims = tuple(dims) if dims is not None else tuple(range(min(2, model.latent_dim)))
+    values = prior_quantiles(grid)
+    z = torch.zeros(grid ** len(dims), model.latent_dim)
+    if len(dims) == 1:
+        z[:, dims[0]] = values
+    else:
+        ys, xs = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: highest y
+        z[:, dims[0]], z[:, dims[1]] = xs.reshape(-1), ys.reshape(-1)
+    images = model.decode_mean(z.to(_device(model))).float().cpu()
+    return Manifold(images, values, dims)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of vectors a, b (D,) at fractions t (T,): (T, D).
+
+    Follows the great circle between their directions while blending their lengths
+    (White 2016); falls back to straight lines when a and b are (anti)parallel or zero."""
+    a64, b64, t64 = a.double(), b.double(), t.double()[:, None]
+    cos = torch.dot(a64, b64) / (a64.norm() * b64.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if torch.sin(omega).abs() < 1e-6:
+        return ((1 - t64) * a64 + t64 * b64).to(a.dtype)
+    mix = (torch.sin((1 - t64) * omega) * a64 + torch.sin(t64 * omega) * b64) / torch.sin(omega)
+    return mix.to(a.dtype)
+
+
+def latent_path(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "lerp") -> torch.Tensor:
+    """`steps` latent codes from a to b (both included), straight (lerp) or spherical (slerp)."""
+    if method not in PATHS:
+        raise ConfigError(f"unknown interpolation {method!r} (known: {', '.join(PATHS)})")
+    if steps < 2:
+        raise ConfigError(f"interpolation needs at least 2 steps, got {steps}")
+    t = torch.linspace(0, 1, steps)
+    if method == "slerp":
+        return slerp(a, b, t)
+    return torch.lerp(a[None], b[None], t[:, None])
+
+
+@torch.no_grad()
+def interpolate(
+    model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, method: str = "lerp"
+) -> torch.Tensor:
+    """Decode `steps` points on the path between the posterior means of images x_a and x_b."""
+    means = encode_means(model, torch.stack([x_a, x_b]))
+    z = latent_path(means[0], means[1], steps, method)
+    return model.decode_mean(z.to(_device(model))).float().cpu()
+
+
+@torch.no_grad()
+def traverse(
+    model: nn.Module, x: torch.Tensor, dims: list[int], value_range: float = 3.0, steps: int = 11
+) -> torch.Tensor:
+    """One row per dim d: x's posterior mean with z[d] set to each of linspace(-range, range).
+
+    Returns (len(dims) * steps, C, H, W), row-major."""
+    code = encode_means(model, x[None])[0]
+    values = torch.linspace(-value_range, value_range, steps)
+    z = code.repeat(len(dims) * steps, 1)
+    for row, d in enumerate(dims):
+        z[row * steps : (row + 1) * steps, d] = values
+    return model.decode_mean(z.to(_device(model))).float().cpu()
+
+
+# --- inputs: test-set indices or image files --------------------------------------------
+def load_image_file(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """An image file as a (C, H, W) tensor in [0, 1] for a model of input `shape`.
+
+    Greyscale models get the image converted to greyscale, RGB models to RGB; the size must
+    match exactly (no silent resizing). MNIST-like models expect white strokes on black."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise DataError(f"{path}: image files work only for 1- or 3-channel models")
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            converted = image.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image file ({err})") from None
+    if converted.size != (width, height):
+        raise DataError(
+            f"{path}: image is {converted.width}x{converted.height} pixels, the model needs "
+            f"{width}x{height} (resize it first)"
+        )
+    array = np.asarray(converted, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
+
+
+def resolve_input(spec: str, test: Dataset, option: str = "--from") -> tuple[torch.Tensor, str]:
+    """A test-set index ("17") or an image file path -> (image (C, H, W), short description)."""
+    if re.fullmatch(r"-?\d+", spec.strip()):
+        return pick_test_image(test, int(spec), option)
+    return load_image_file(spec, test.shape), Path(spec).name
+
+
+def pick_test_image(test: Dataset, index: int, option: str = "--index") -> tuple[torch.Tensor, str]:
+    """Test example `index` and its description ("test #17, label 3")."""
+    if not 0 <= index < len(test):
+        raise ConfigError(
+            f"{option} {index}: no such test image (the test set has {len(test)}: 0..{len(test) - 1})"
+        )
+    label = "" if test.y is None else f", label {int(test.y[index])}"
+    return test.x[index], f"test #{index}{label}"
+
+
+# --- pictures of a run ------------------------------------------------------------------
+def save_latent(
+    run: ExploreRun,
+    output: str | Path,
+    method: str = "auto",
+    n: int | None = None,
+    seed: int = 0,
+) -> LatentCodes:
+    """Scatter of test latents coloured by label (2-D directly, larger via PCA or t-SNE).
+
+    `n` defaults to 5000 test images, 2000 when t-SNE is used (its cost grows faster)."""
+    tsne = method == "tsne" or (method == "auto" and run.model.latent_dim > 2)
+    n = n or (TSNE_DEFAULT_N if tsne else DEFAULT_N)
+    if tsne:
+        count = min(n, len(run.test))
+        print(f"t-SNE of {count} latent codes (takes a while)...", file=sys.stderr)
+    codes = latent_codes(run.model, run.test, n, method, seed)
+    how = {"z": "", "pca": f", PCA of {run.model.latent_dim} dims"}
+    how["tsne"] = f", t-SNE of {run.model.latent_dim} dims"
+    title = f"{run.name}: test latents (posterior means){how[codes.method]}, n={len(codes.points)}"
+    plots.save_points(codes.points, codes.labels, output, title, codes.axis_names, run.classes)
+    return codes
+
+
+@dataclass
+class DimensionScores:
+    """How much each latent dimension is used: KL in nats, or the variance of point codes."""
+
+    values: torch.Tensor  # (D,)
+    kind: str  # "KL" or "var"
+
+    def label(self, d: int) -> str:
+        return f"z[{d}] {self.kind} {float(self.values[d]):.2f}"
+
+
+def dimension_scores(model: nn.Module, x: torch.Tensor) -> DimensionScores:
+    """KL per dimension for a Gaussian posterior; for models that encode to a point (no
+    log-variance, e.g. an autoencoder) the variance of the codes over x instead."""
+    with torch.no_grad():
+        _, z_log_var = model.encode(x[:1].to(_device(model)))
+    if z_log_var is None:
+        return DimensionScores(encode_means(model, x).double().var(0), "var")
+    return DimensionScores(kl_per_dim(model, x), "KL")
+
+
+def run_scores(run: ExploreRun) -> DimensionScores:
+    """Dimension scores over the run's test set."""
+    return dimension_scores(run.model, run.test.x)
+
+
+def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifold:
+    """Decoded grid over the two highest-KL latent dims (all others at 0)."""
+    dims = tuple(kl_order(run_scores(run).values)[:2])
+    if len(dims) == 2:
+        dims = tuple(sorted(dims))
+    result = manifold(run.model, grid, dims)
+    ticks = [f"{v:.2f}" for v in result.values]
+    rest = " (others 0)" if run.model.latent_dim > len(dims) else ""
+    title = f"{run.name}: decoded latent grid, {grid} prior quantiles per axis{rest}"
+    plots.save_image_figure(
+        result.images,
+        grid,
+        output,
+        title,
+        col_labels=ticks,
+        row_labels=ticks[::-1] if len(dims) == 2 else None,
+        xlabel=f"z[{dims[0]}]",
+        ylabel=f"z[{dims[1]}]" if len(dims) == 2 else "",
+    )
+    return result
+
+
+def save_interpolation(
+    run: ExploreRun,
+    output: str | Path,
+    source: str,
+    target: str,
+    steps: int = 10,
+    method: str = "lerp",
+    gif: str | Path | None = None,
+) -> torch.Tensor:
+    """Strip: input A, `steps` decoded codes from A to B, input B; optionally the path as a GIF."""
+    x_a, name_a = resolve_input(source, run.test, "--from")
+    x_b, name_b = resolve_input(target, run.test, "--to")
+    path = interpolate(run.model, x_a, x_b, steps, method)
+    strip = torch.cat([x_a[None], path, x_b[None]])
+    labels = ["A", *(f"{t:.2f}" for t in torch.linspace(0, 1, steps).tolist()), "B"]
+    title = f"{run.name}: {method} from A ({name_a}) to B ({name_b}), {steps} decoded steps"
+    plots.save_image_figure(strip, len(strip), output, title, col_labels=labels, xlabel="t")
+    if gif is not None:
+        plots.save_gif(path, gif)
+    return path
+
+
+def save_traversal(
+    run: ExploreRun,
+    output: str | Path,
+    index: int = 0,
+    dims: list[int] | None = None,
+    value_range: float = 3.0,
+    steps: int = 11,
+) -> list[int]:
+    """Rows of one latent dim each (highest KL first), set from -range to +range around the
+    code of test image `index`; returns the dims drawn."""
+    scores = run_scores(run)
+    if dims is None:
+        dims = kl_order(scores.values)[:MAX_TRAVERSE_ROWS]
+    bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
+    if bad:
+        raise ConfigError(
+            f"--dims {bad[0]}: no such latent dimension (the model has {run.model.latent_dim}: "
+            f"0..{run.model.latent_dim - 1})"
+        )
+    x, name = pick_test_image(run.test, index)
+    images = traverse(run.model, x, dims, value_range, steps)
+    rows = [scores.label(d) for d in dims]
+    values = torch.linspace(-value_range, value_range, steps).tolist()
+    cols = [f"{round(v, 6) + 0.0:+.1f}" for v in values]  # no "-0.0"
+    title = f"{run.name}: latent traversal around {name}; one dim per row, others fixed"
+    plots.save_image_figure(
+        images, steps, output, title, cols, rows, xlabel="value of the row's dimension"
+    )
+    return list(dims)
+
+
+def save_kl(run: ExploreRun, output: str | Path) -> DimensionScores:
+    """Bar chart of the KL (nats per example) of each latent dimension on the test set
+    (the variance of the codes for models without a posterior variance)."""
+    scores = run_scores(run)
+    total = float(scores.values.sum())
+    if scores.kind == "KL":
+        title = f"{run.name}: KL per latent dimension, total {total:.2f} nats"
+        ylabel = "KL (nats per example)"
+    else:
+        title = f"{run.name}: variance of the codes per latent dimension (no posterior)"
+        ylabel = "variance over test images"
+    title += f" ({len(run.test)} test images)"
+    plots.save_kl_bars(scores.values.tolist(), output, title, ylabel=ylabel)
+    return scores

@@ -1,0 +1,68 @@
+"""Random draws for a training batch that do not depend on how the batch is split.
+
+Under data parallelism each of W processes holds every W-th example of the global batch
+(rank r holds rows r, r + W, r + 2W, ...). Inside `batch_shard(rank, world_size)`, a draw
+for the local batch is the matching rows of one draw for the whole global batch, made from
+the same random stream on every rank. So W processes see exactly the noise one process
+would, their random states stay equal, and a 2-process run follows the 1-process run.
+Outside the context (evaluation, sampling, single process) these are plain torch draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+
+_SHARD: ContextVar[tuple[int, int] | None] = ContextVar("vaekit_batch_shard", default=None)
+
+
+@contextmanager
+def batch_shard(rank: int, world_size: int) -> Iterator[None]:
+    """Within this block, batch draws are this rank's rows of a global-batch draw."""
+    token = _SHARD.set((rank, world_size) if world_size > 1 else None)
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def _draw(sample, shape: tuple[int, ...], batch_dim: int, generator, device, dtype) -> torch.Tensor:
+    shard = _SHARD.get()
+    if shard is None:
+        return sample(shape, generator=generator, device=device, dtype=dtype)
+    rank, world_size = shard
+    full = list(shape)
+    full[batch_dim] *= world_size
+    drawn = sample(full, generator=generator, device=device, dtype=dtype)
+    index = torch.arange(rank, full[batch_dim], world_size, device=device)
+    return drawn.index_select(batch_dim, index)
+
+
+def randn_batch(
+    shape: tuple[int, ...],
+    batch_dim: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal draws of `shape`, whose dimension `batch_dim` indexes examples."""
+    return _draw(torch.randn, tuple(shape), batch_dim, generator, device, dtype)
+
+
+def rand_batch(
+    shape: tuple[int, ...],
+    batch_dim: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Uniform [0, 1) draws of `shape`, whose dimension `batch_dim` indexes examples."""
+    return _draw(torch.rand, tuple(shape), batch_dim, generator, device, dtype)
+
+
+def binarize(x: torch.Tensor) -> torch.Tensor:
+    """Dynamic binarisation: pixel = 1 with probability equal to its intensity."""
+    return (rand_batch(x.shape, device=x.device, dtype=x.dtype) < x).to(x.dtype)
