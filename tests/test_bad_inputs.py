@@ -335,7 +335,7 @@ CASES = [
     Case("unknown device", cli("train", "--device", "tpu"), ("train.device", "'tpu'")),
     Case("config and preset", lambda tmp, good: ["train", "--config", config_file(tmp, {}), "--preset", "reference"], ("--config or --preset",)),
     Case("output folder not empty", lambda tmp, good: ["train", "--data-path", good.data, "--out", copy_run(tmp, good)], ("{tmp}/run", "already exists and is not empty")),
-    Case("resume with a new learning rate", lambda tmp, good: ["train", "--resume", copy_run(tmp, good), "--lr", "0.1"], ("--resume", "only --epochs may change")),
+    Case("resume with a new learning rate", lambda tmp, good: ["train", "--resume", copy_run(tmp, good), "--lr", "0.1"], ("--resume", "only --epochs and --time-budget may change")),
     Case("resume a finished run", resume(lambda run: None, "--epochs", "1"), ("{tmp}/run", "already trained for 1 of 1 epochs")),
     Case("label of an unconditional model", on_run(["sample", "--label", "3"], lambda run: None), ("--label needs a conditional model",)),
     Case("unknown split", on_run(["evaluate", "--split", "holdout", "--quiet"], lambda run: None), ("no split 'holdout'",)),

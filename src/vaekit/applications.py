@@ -189,3 +189,50 @@ def _mean_kl(mean: torch.Tensor, log_var: torch.Tensor | None) -> float | None:
     from .models.base import gaussian_kl
 
     return None if log_var is None else gaussian_kl(mean, log_var).sum(1).double().mean().item()
+
+
+# --- classify (models with a classifier: M2) ------------------------------------------------
+def classify_run(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Predict the class of every example with the run's classifier q(y|x) and write a CSV
+    (id, label if known, predicted, then the probability of each class) to `output`
+    (default RUN/predictions.csv). With labels, the report holds the accuracy."""
+    from .data import Dataset
+    from .evaluate import class_probabilities
+
+    from .models.registry import model_class
+
+    name = RunFolder(run_dir).load_config().model.name
+    if not hasattr(model_class(name), "classify"):
+        raise ConfigError(f"{run_dir}: a {name} run has no classifier (train one with --model m2)")
+    inputs = open_inputs(run_dir, data, split, device)
+    output = Path(output) if output is not None else inputs.run.file("predictions.csv")
+    if output.suffix.lower() != ".csv":
+        raise ConfigError(f"{output}: output must be a .csv file")
+    probabilities = class_probabilities(inputs.model, Dataset(inputs.items.x, None, "inputs"))
+    predicted = probabilities.argmax(1)
+    names = inputs.items.classes or [str(c) for c in range(probabilities.shape[1])]
+    labels = inputs.items.label_names()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["id"] + (["label"] if labels is not None else []) + ["predicted"]
+    writer.writerow(header + [f"p_{name}" for name in names])
+    for i, row in enumerate(probabilities.tolist()):
+        first = [inputs.items.ids[i]] + ([labels[i]] if labels is not None else [])
+        writer.writerow(first + [names[predicted[i]]] + [f"{p:.6f}" for p in row])
+    atomic_write_text(output, buffer.getvalue())
+    accuracy = None
+    if inputs.items.y is not None:
+        accuracy = (predicted == inputs.items.y).double().mean().item()
+    return {
+        "output": str(output),
+        "n_examples": len(predicted),
+        "accuracy": accuracy,
+        "source": inputs.source,
+    }

@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DataConfig:
     binarize: str = "none"  # none | dynamic (fresh Bernoulli draws every batch)
     limit_train: int | None = None  # use only the first N training examples (quick tests)
     limit_test: int | None = None
+    valid_size: int = 0  # hold out the last N training examples as a validation split
     shape: list[int] | None = None  # (C, H, W) of one example; recorded when training starts
     # own data (name folder | array | csv, path the folder or file; docs/own-data.md)
     test_fraction: float = 0.1  # data without a split of its own: seeded random test share
@@ -50,7 +52,13 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # bernoulli | gaussian (one learned variance) | gaussian-perdim
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv/resnet: stride-2 stages
     res_blocks: int = 2  # resnet: residual blocks per stage
-    n_classes: int | None = None  # cvae: label classes; recorded when training starts
+    n_classes: int | None = None  # cvae, m2: label classes; recorded when training starts
+    # m2 (semi-supervised): labelled examples kept (0: the data's own, -1 = unknown), the
+    # classifier loss weight, repeats of the labelled examples per epoch (0: about 10%)
+    labeled: int = 0
+    alpha: float = 50.0
+    label_repeat: int = 0
+    classifier_hidden: list[int] | None = None  # m2: q(y|x) layers (None: model.hidden)
 
 
 @dataclass
@@ -70,6 +78,10 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32)
     denoise: str | None = None  # noise like gaussian:0.3: encode corrupted inputs, score clean
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
+    lr_schedule: str = "constant"  # constant | cosine (decay to lr_min over the run)
+    lr_min: float = 0.0  # cosine: the learning rate at the end of the run
+    time_budget: float = 0.0  # seconds of training; the run ends cleanly there (0: no budget)
+    eval_every: int = 1  # evaluate (validation and test) every N epochs, and at the end
 
 
 @dataclass
@@ -103,6 +115,11 @@ class RunConfig:
             self.model.likelihood == "bernoulli" or self.data.binarize == "none",
             "binarised data (data.binarize dynamic) needs model.likelihood bernoulli",
         )
+        _check(self.model.labeled >= 0, "model.labeled must be >= 0")
+        _check(self.model.label_repeat >= 0, "model.label_repeat must be >= 0")
+        _check(
+            math.isfinite(self.model.alpha) and self.model.alpha >= 0, "model.alpha must be >= 0"
+        )
         _check(self.train.free_bits >= 0, "train.free_bits must be >= 0")
         _check(self.train.iw_k >= 1, "train.iw_k must be >= 1")
         _check(
@@ -119,6 +136,21 @@ class RunConfig:
         _check(self.train.beta >= 0, "train.beta must be >= 0")
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
         _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")
+        _check(
+            self.train.lr_schedule in LR_SCHEDULES,
+            f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+            f"got {self.train.lr_schedule!r}",
+        )
+        _check(
+            math.isfinite(self.train.lr_min) and 0 <= self.train.lr_min <= self.train.lr,
+            "train.lr_min must be between 0 and train.lr",
+        )
+        _check(
+            math.isfinite(self.train.time_budget) and self.train.time_budget >= 0,
+            "train.time_budget must be >= 0 seconds (0: no budget)",
+        )
+        _check(self.train.eval_every >= 1, "train.eval_every must be >= 1")
+        _check(self.data.valid_size >= 0, "data.valid_size must be >= 0")
         _check(self.n_samples >= 1, "n_samples must be >= 1")
         _check(
             self.train.device == "auto"

@@ -206,6 +206,27 @@ def reconstruction_mse(model: nn.Module, data: Dataset, batch_size: int = 1000) 
     return total / data.x.numel()
 
 
+@torch.no_grad()
+def class_probabilities(model: nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
+    """q(y | x) of a model with a classifier (M2) for every example: (N, K), on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat(
+        [
+            model.classify(x.to(device)).cpu()
+            for x, _ in BatchIterator(data.x, None, batch_size, shuffle=False)
+        ]
+    )
+
+
+def classification_accuracy(model: nn.Module, data: Dataset, batch_size: int = 1000) -> dict:
+    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`."""
+    predicted = class_probabilities(model, data, batch_size).argmax(1)
+    return {
+        "accuracy": (predicted == data.y).double().mean().item(),
+        "n_examples": len(data),
+    }
+
+
 def probe_accuracy(
     train_z: torch.Tensor,
     train_y: torch.Tensor,
@@ -368,6 +389,9 @@ def evaluate_run(
     if getattr(model, "has_elbo", True):
         report |= _likelihoods(model, evaluated, ks, seed, batch_size, progress)
     report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
+    report["classification"] = None  # models with a classifier (M2) report its accuracy
+    if hasattr(model, "classify") and evaluated.y is not None:
+        report["classification"] = classification_accuracy(model, evaluated, batch_size)
     report["probes"] = _probes(model, splits, evaluated, binarize, batch_size) if probes else None
     report["sample_quality"] = None
     if quality:
@@ -485,6 +509,9 @@ def _iwae_rows(report: dict[str, Any], images: str) -> list[Row]:
 def _other_rows(report: dict[str, Any], images: str) -> list[Row]:
     mse = f"{report['reconstruction_mse']:.5f}"
     rows = [("reconstruction MSE (posterior mean)", mse, "per pixel, [0,1]", images)]
+    if report.get("classification"):
+        accuracy = f"{report['classification']['accuracy']:.2%}"
+        rows.append(("classifier q(y|x) accuracy", accuracy, "of images", images))
     probes = report["probes"]
     if probes and "skipped" in probes:
         rows.append(("latent probes", "skipped", "", probes["skipped"]))

@@ -247,3 +247,24 @@ def save_kl_bars(
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+def save_analogies(
+    originals: torch.Tensor,
+    analogies: torch.Tensor,
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Style kept, content varied: each row is an input image, then its style (z) decoded
+    with every class label (`analogies`: (B * K, ...) rows of K)."""
+    n, k = len(originals), len(analogies) // len(originals)
+    rows = torch.cat([originals.unsqueeze(1), analogies.view(n, k, *analogies.shape[1:])], 1)
+    names = list(class_names) if class_names else [str(c) for c in range(k)]
+    return save_image_figure(
+        rows.flatten(0, 1).cpu(),
+        k + 1,
+        path,
+        "style from the input (left), content from the label",
+        col_labels=["input", *names],
+        xlabel="label y given to the decoder",
+    )

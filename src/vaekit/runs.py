@@ -4,6 +4,7 @@ Layout of `runs/<name>/`:
   config.json          the RunConfig (round-trips: training it again repeats the run)
   model.safetensors    final model weights
   checkpoint.safetensors  model + optimizer + trainer state for --resume (no pickle)
+  best.safetensors     weights of the best validation epoch (runs with a validation split)
   metrics.jsonl        one JSON object per epoch
   *.png                pictures written at the end of training
 Nothing here unpickles: tensors come from safetensors, everything else from JSON.
@@ -28,6 +29,7 @@ from .errors import ConfigError, RunError, VaekitError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -184,6 +186,10 @@ class RunFolder:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_FILE
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / BEST_FILE
 
     @property
     def metrics_path(self) -> Path:

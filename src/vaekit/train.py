@@ -28,10 +28,11 @@ from . import distributed, plots
 from .config import RunConfig
 from .data import BatchIterator, Dataset, DataSplits, load_data
 from .data.arrays import check_fits_likelihood
+from .data.registry import hold_out_validation
 from .denoise import add_denoising
 from .errors import ConfigError, RunError, TrainingDiverged, VaekitError
 from .evaluate import collapse_warning, evaluate_elbo, reconstruction_mse
-from .models import build_model, configure_model, label_args
+from .models import build_model, configure_model, label_args, prepare_data
 from .noise import batch_shard, binarize
 from .runs import (
     RunFolder,
@@ -58,8 +59,11 @@ class TrainState:
     step_in_epoch: int = 0  # batches done in the current epoch
     global_step: int = 0
     train_seconds: float = 0.0
-    epoch_sums: dict[str, float] = field(default_factory=dict)  # running sums this epoch
-    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # running sums since the last row
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
+    best_valid: float | None = None  # lowest validation -ELBO so far (with a validation split)
+    best_epoch: int = 0  # the epoch whose weights are in best.safetensors
+    out_of_time: bool = False  # the time budget ended the run
 
 
 @dataclass
@@ -74,7 +78,15 @@ class Run:
 
     @property
     def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
+        """The metrics of the weights the run kept: the best validation epoch's when the run
+        had a validation split, else the last epoch's."""
+        return final_row(self.history)
+
+
+def final_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the kept weights: the last row marked `best`, else the last row."""
+    best = [row for row in history if row.get("best")]
+    return best[-1] if best else (history[-1] if history else {})
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -184,11 +196,14 @@ class Trainer:
         self.run = run if context.is_main else None  # only rank 0 writes
         self.progress = progress and context.is_main
         self.train_x = place(data.train.x, self.device)
-        labels = label_args(self.model, data.train.y).get("y")
+        labels = train_labels(self.model, data.train.y)
         self.train_y = None if labels is None else place(labels, self.device)
-        self.test_set = data.test
+        self.test_set, self.valid_set = data.test, data.valid
         if config.data.binarize == "dynamic":
             self.test_set = binarize_fixed(data.test, seed=12345)
+            if data.valid is not None:
+                self.valid_set = binarize_fixed(data.valid, seed=54321)
+        self.clock_started = time.perf_counter()  # start of the current timed stretch
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         self.state = TrainState()
@@ -221,6 +236,27 @@ class Trainer:
         if warmup_steps == 0:
             return self.cfg.beta
         return self.cfg.beta * min(1.0, (step + 1) / warmup_steps)
+
+    def train_seconds(self) -> float:
+        """Training time so far, this stretch included (evaluation is not counted)."""
+        return self.state.train_seconds + time.perf_counter() - self.clock_started
+
+    def progress_fraction(self) -> float:
+        """How far the run is, in [0, 1]: by steps, or by time when a budget ends it sooner."""
+        done = self.state.global_step / (self.cfg.epochs * len(self.batches))
+        if self.cfg.time_budget:
+            done = max(done, self.train_seconds() / self.cfg.time_budget)
+        return min(1.0, done)
+
+    def lr_now(self) -> float:
+        """The learning rate of the next step: constant, or cosine from lr down to lr_min."""
+        if self.cfg.lr_schedule == "constant":
+            return self.cfg.lr
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress_fraction()))
+        return self.cfg.lr_min + (self.cfg.lr - self.cfg.lr_min) * cosine
+
+    def over_budget(self) -> bool:
+        return bool(self.cfg.time_budget) and self.train_seconds() >= self.cfg.time_budget
 
     # --- checkpoints ------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
@@ -286,13 +322,16 @@ class Trainer:
                 x = binarize(x)
             terms = self.objective(x, self.beta_at(self.state.global_step), y)
         loss = terms.loss.item()
-        diverged, self.stop["stop"] = distributed.all_reduce_max(
-            [float(not math.isfinite(loss)), float(self.stop["stop"])], self.context
-        )
+        flags = [float(not math.isfinite(loss)), float(self.stop["stop"]), self.over_budget()]
+        diverged, self.stop["stop"], out_of_time = distributed.all_reduce_max(flags, self.context)
         if diverged:
             raise self.diverged(f"the loss became {loss}", self.state.step_in_epoch + 1)
+        self.state.out_of_time = bool(out_of_time)  # every rank agrees: this is the last step
         if rng is not None:
             self.save_checkpoint(rng)
+        if self.cfg.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_now()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms.loss).backward()
         if self.cfg.grad_clip:
@@ -306,7 +345,7 @@ class Trainer:
         state, steps = self.state, len(self.batches)
         self.model.train()
         with stop_requests() as self.stop:
-            while state.epoch < self.cfg.epochs:
+            while state.epoch < self.cfg.epochs and not state.out_of_time:
                 with tqdm(
                     total=steps,
                     initial=state.step_in_epoch,
@@ -317,7 +356,7 @@ class Trainer:
                     mininterval=0.1 if sys.stderr.isatty() else 5.0,
                     file=sys.stderr,
                 ) as bar:  # closed on errors too, so the error line stands alone
-                    started = time.perf_counter()
+                    self.clock_started = time.perf_counter()
                     for x, y in self.batches.epoch(state.epoch, state.step_in_epoch):
                         values = self.train_step(x) if y is None else self.train_step(x, y)
                         sums = state.epoch_sums
@@ -333,64 +372,90 @@ class Trainer:
                                 recon=f"{sums['recon'] / sums['n']:.2f}",
                                 kl=f"{sums['kl'] / sums['n']:.2f}",
                             )
+                        if state.out_of_time:
+                            break  # the time budget is spent: finish like a last epoch
                         every = self.cfg.checkpoint_every_steps
                         if self.stop["stop"] or (every and state.global_step % every == 0):
-                            state.train_seconds += time.perf_counter() - started
-                            started = time.perf_counter()
+                            self.stop_clock()
                             if self.stop["stop"]:
                                 self.save_checkpoint()
                                 raise Interrupted(self.interrupted_message())
                             self.checkpoint_due = True  # written by the next step (see there)
-                    state.train_seconds += time.perf_counter() - started
+                    self.stop_clock()
                 self.end_epoch()
         return state.history
 
+    def stop_clock(self) -> None:
+        """Add the current timed stretch to the training time and start a new one."""
+        now = time.perf_counter()
+        self.state.train_seconds += now - self.clock_started
+        self.clock_started = now
+
     def end_epoch(self) -> None:
+        """Count the epoch; on evaluation epochs (every `eval_every`, the last one, and when
+        the time budget runs out) reduce the sums, evaluate and append a metrics row."""
         state = self.state
-        sums = distributed.all_reduce_sums(state.epoch_sums, self.context)
-        if not self.context.is_main:  # rank 0 evaluates, records and saves
-            state.epoch += 1
-            state.step_in_epoch = 0
+        state.epoch += 1
+        last = state.epoch >= self.cfg.epochs or state.out_of_time
+        if last or state.epoch % self.cfg.eval_every == 0:
+            sums = distributed.all_reduce_sums(state.epoch_sums, self.context)
+            if self.context.is_main:  # rank 0 evaluates, records and saves
+                self.record(sums)
             state.epoch_sums = {}
-            return
-        row = {
-            "epoch": state.epoch + 1,
+        state.step_in_epoch = 0
+        self.save_checkpoint()
+        if self.run is not None:
+            self.run.write_metrics(state.history)
+
+    def evaluate(self, dataset: Dataset, prefix: str) -> dict[str, Any]:
+        """The ELBO's numbers on `dataset` (test or validation) as metrics-row entries."""
+        result = evaluate_elbo(self.model, dataset, self.cfg.eval_batch_size)
+        keys = ("neg_elbo", "recon", "kl", "bits_per_dim")
+        row = {f"{prefix}_{key}": result[key] for key in keys}
+        row["active_units"] = result["active_units"]
+        return row | {"_result": result}
+
+    def record(self, sums: dict[str, float]) -> None:
+        """Evaluate, append the metrics row, and keep the best weights by validation -ELBO."""
+        state = self.state
+        row: dict[str, Any] = {
+            "epoch": state.epoch,
             "step": state.global_step,
             "beta": self.beta_at(state.global_step - 1),
             "train_loss": sums["loss"] / sums["n"],
             "train_recon": sums["recon"] / sums["n"],
         }
+        if self.cfg.lr_schedule != "constant":
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
         warning = None
         if getattr(self.model, "has_elbo", True):
-            test = evaluate_elbo(self.model, self.test_set, self.cfg.eval_batch_size)
-            row |= {
-                "train_kl": sums["kl"] / sums["n"],
-                "train_neg_elbo": (sums["recon"] + sums["kl"]) / sums["n"],
-                "test_neg_elbo": test["neg_elbo"],
-                "test_recon": test["recon"],
-                "test_kl": test["kl"],
-                "test_bits_per_dim": test["bits_per_dim"],
-                "active_units": test["active_units"],
-            }
-            warning = collapse_warning(test)
+            row["train_kl"] = sums["kl"] / sums["n"]
+            row["train_neg_elbo"] = (sums["recon"] + sums["kl"]) / sums["n"]
+            if self.valid_set is not None:
+                row |= self.evaluate(self.valid_set, "valid")
+                del row["_result"]
+            row |= self.evaluate(self.test_set, "test")
+            warning = collapse_warning(row.pop("_result"))
+            test_loss = row["test_neg_elbo"]
         else:  # no ELBO (autoencoder): the reconstruction error is the test number
             del row["beta"]
-            row["test_mse"] = reconstruction_mse(
+            test_loss = row["test_mse"] = reconstruction_mse(
                 self.model, self.test_set, self.cfg.eval_batch_size
             )
         row["train_seconds"] = state.train_seconds
-        test_loss = row.get("test_neg_elbo", row.get("test_mse"))
+        if state.out_of_time:
+            row["stopped"] = f"time budget of {self.cfg.time_budget:g} s spent"
         if not math.isfinite(test_loss):  # keep the previous checkpoint, which was good
             raise self.diverged(f"the test loss became {test_loss}", state.step_in_epoch)
         if warning:
             row["warning"] = warning
+        valid_loss = row.get("valid_neg_elbo")
+        if valid_loss is not None and (state.best_valid is None or valid_loss < state.best_valid):
+            state.best_valid, state.best_epoch = valid_loss, state.epoch
+            row["best"] = True  # the last row marked best holds the kept weights' numbers
+            if self.run is not None:
+                save_weights(self.run.best_path, self.model)
         state.history.append(row)
-        state.epoch += 1
-        state.step_in_epoch = 0
-        state.epoch_sums = {}
-        self.save_checkpoint()
-        if self.run is not None:
-            self.run.write_metrics(state.history)
         if self.progress:
             tqdm.write(format_epoch(row, self.cfg.epochs), file=sys.stderr)
             if warning:
@@ -415,6 +480,14 @@ class Trainer:
         return f"interrupted at {where}; checkpoint saved. Continue with: vaekit train --resume {self.run.path}"
 
 
+def train_labels(model: nn.Module, y: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels the training loss takes: for conditional models, and for models that
+    learn from (partly hidden) labels such as M2; None for the others."""
+    if getattr(model, "trains_on_labels", False) or getattr(model, "needs_labels", False):
+        return y
+    return None
+
+
 def weights_are_finite(model: nn.Module) -> bool:
     """No parameter or buffer of `model` holds NaN or infinity."""
     return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
@@ -434,8 +507,11 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
             f"epoch {row['epoch']}/{epochs}  train reconstruction {row['train_recon']:.2f} "
             f"nats  test reconstruction MSE {row['test_mse']:.5f} per pixel"
         )
+    valid = ""
+    if "valid_neg_elbo" in row:
+        valid = f"valid -ELBO {row['valid_neg_elbo']:.2f}{' (best)' if row.get('best') else ''}  "
     return (
-        f"epoch {row['epoch']}/{epochs}  train -ELBO {row['train_neg_elbo']:.2f}  "
+        f"epoch {row['epoch']}/{epochs}  train -ELBO {row['train_neg_elbo']:.2f}  {valid}"
         f"test -ELBO {row['test_neg_elbo']:.2f} (recon {row['test_recon']:.2f}, "
         f"KL {row['test_kl']:.2f}) nats  active units {row['active_units']}"
     )
@@ -462,6 +538,11 @@ def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: l
             ]
         )
     plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
+    if hasattr(model, "analogies"):  # M2: style from a test image, content from each label
+        inputs = data.test.x[:10].to(device)
+        plots.save_analogies(
+            inputs, model.analogies(inputs), run.file("analogies.png"), data.classes
+        )
     if history and "train_loss" in history[0]:
         plots.save_loss_curves(history, run.file("loss_curves.png"))
 
@@ -526,13 +607,17 @@ def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
     distributed.init(context, device)
     if run is None:  # rank 0 picks the folder; every rank learns its choice
         run = RunFolder(distributed.on_main(lambda: str(new_run_dir(config, run_dir)), context))
-    data = data or load_data(config.data)
+    if data is None:
+        data = load_data(config.data)  # with the validation split of data.valid_size
+    elif config.data.valid_size and data.valid is None:
+        data = hold_out_validation(data, config.data.valid_size)
     if config.data.shape is not None and tuple(config.data.shape) != data.shape:
         raise RunError(
             f"data shape {data.shape} differs from the config's {tuple(config.data.shape)}"
         )
     config.data.shape = list(data.shape)
     configure_model(config.model, data)
+    data = prepare_data(config, data)  # e.g. M2 keeps a few labels and hides the rest
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.shape)
     check_fits_likelihood(data.train.x, config.model.likelihood, data.name)
@@ -544,7 +629,7 @@ def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
         )
         if resume is not None:
             trainer.load_checkpoint()
-            check_unfinished(run, trainer.state.epoch, config.train.epochs)
+            check_unfinished(run, trainer.state, config.train)
         model, fit = trainer.model, trainer.fit
     else:  # fitted in one step (PCA): no loop, no checkpoint, so nothing to resume either
         model = model.to(device)
@@ -554,6 +639,8 @@ def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
     if context.is_main:
         run.save_config(config)
     history = fit()
+    if context.is_main and run.best_path.exists() and final_row(history).get("best"):
+        keep_best_weights(model, run)  # the weights of the best validation epoch
     if hasattr(model, "after_training"):  # e.g. the autoencoder fits its sampling Gaussian
         model.after_training(data.train.x)
     if context.is_main:
@@ -566,11 +653,27 @@ def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
     return Run(run.path, config, model.eval(), history, rank=context.rank)
 
 
-def check_unfinished(run: RunFolder, done: int, epochs: int) -> None:
-    """Refuse to resume a finished run (one whose final weights were written)."""
-    if done >= epochs and run.weights_path.exists():
+def keep_best_weights(model: nn.Module, run: RunFolder) -> None:
+    """Load best.safetensors (the best validation epoch's weights) into `model`."""
+    tensors, _ = load_tensors(run.best_path)
+    load_weights_into(model, tensors, run.best_path)
+
+
+def check_unfinished(run: RunFolder, state: TrainState, cfg) -> None:
+    """Refuse to resume a finished run (one whose final weights were written); a run that
+    spent its time budget continues only under a larger budget."""
+    if state.out_of_time:
+        if cfg.time_budget and state.train_seconds < cfg.time_budget:
+            state.out_of_time = False  # a larger budget: train on
+        elif run.weights_path.exists():
+            raise RunError(
+                f"{run.path}: already spent its time budget ({state.train_seconds:.0f} s of "
+                "training); to train longer, resume with --time-budget T (T larger)"
+            )
+    done = state.epoch
+    if done >= cfg.epochs and run.weights_path.exists():
         raise RunError(
-            f"{run.path}: already trained for {done} of {epochs} epochs; "
+            f"{run.path}: already trained for {done} of {cfg.epochs} epochs; "
             f"to train longer, resume with --epochs N (N > {done})"
         )
 

@@ -1,4 +1,4 @@
-"""`vaekit anomaly`, `denoise` and `encode`: apply a trained run to its test split or to
+"""`vaekit anomaly`, `denoise`, `encode` and `classify`: apply a trained run to its test split or to
 your own data (`--data PATH`: a folder of images, .npy/.npz, or a CSV table)."""
 
 from __future__ import annotations
@@ -201,4 +201,29 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [add_anomaly, add_denoise, add_encode]
+def add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="predict labels with a semi-supervised (m2) run's classifier",
+        description="Predict the class of every example with the run's classifier q(y|x) and "
+        "write id, label (if known), predicted label and class probabilities to a CSV; "
+        "prints the accuracy when the examples have labels.",
+    )
+    add_inputs(p)
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="FILE.csv (default RUN/predictions.csv)"
+    )
+    p.set_defaults(run_command=cmd_classify)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from ..applications import classify_run
+
+    report = classify_run(args.run, args.output, args.data, split=args.split, device=args.device)
+    accuracy = "" if report["accuracy"] is None else f": accuracy {report['accuracy']:.2%}"
+    print(f"classified {report['n_examples']} examples of {report['source']}{accuracy}")
+    print(f"wrote {report['output']}")
+    return 0
+
+
+COMMANDS = [add_anomaly, add_denoise, add_encode, add_classify]

@@ -45,6 +45,26 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """A duration like 90s, 60m, 1.5h or plain seconds -> seconds (> 0)."""
+    text = text.strip().lower()
+    number, unit = text, "s"
+    for suffix in sorted(DURATION_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, unit = text[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 60m or 1.5h, got {text!r}")
+    return seconds
+
+
 def int_list(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.replace(" ", "").split(",") if part]

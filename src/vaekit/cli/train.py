@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .args import (
+    duration,
     image_size,
     int_list,
     non_negative_float,
@@ -30,6 +31,7 @@ TRAIN_OVERRIDES = {
     "binarize": ("data", "binarize"),
     "limit_train": ("data", "limit_train"),
     "limit_test": ("data", "limit_test"),
+    "valid_size": ("data", "valid_size"),
     "model": ("model", "name"),
     "arch": ("model", "arch"),
     "hidden": ("model", "hidden"),
@@ -40,6 +42,10 @@ TRAIN_OVERRIDES = {
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
+    "lr_schedule": ("train", "lr_schedule"),
+    "lr_min": ("train", "lr_min"),
+    "time_budget": ("train", "time_budget"),
+    "eval_every": ("train", "eval_every"),
     "grad_clip": ("train", "grad_clip"),
     "seed": ("train", "seed"),
     "beta": ("train", "beta"),
@@ -97,6 +103,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--limit-test", type=positive_int, metavar="N", help="use the first N test images"
     )
+    g.add_argument(
+        "--valid-size",
+        type=non_negative_int,
+        metavar="N",
+        help="hold out the last N training images for validation; the run keeps the weights "
+        "of its best validation -ELBO (0: none, unless the dataset has a validation split)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -130,6 +143,25 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=positive_int)
     g.add_argument("--batch-size", type=positive_int)
     g.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    g.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        help="constant (default), or cosine decay from --lr to --lr-min over the run",
+    )
+    g.add_argument("--lr-min", type=non_negative_float, help="cosine: the final learning rate")
+    g.add_argument(
+        "--time-budget",
+        type=duration,
+        metavar="TIME",
+        help="stop cleanly after this much training (e.g. 60m, 1.5h); --epochs stays the "
+        "upper bound, and a cosine schedule spans whichever ends first",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=positive_int,
+        metavar="EPOCHS",
+        help="evaluate and write a metrics row every EPOCHS epochs (and at the end)",
+    )
     g.add_argument(
         "--grad-clip",
         type=non_negative_float,
@@ -238,17 +270,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train import train
 
     if args.resume:
-        given = [f for f in TRAIN_OVERRIDES if f != "epochs" and getattr(args, f) is not None]
+        extendable = ("epochs", "time_budget")
+        given = [f for f in TRAIN_OVERRIDES if f not in extendable and getattr(args, f) is not None]
         if args.config or args.preset or args.out or given:
             raise ConfigError(
-                "--resume continues a run with its own config; only --epochs may change"
+                "--resume continues a run with its own config; only --epochs and "
+                "--time-budget may change"
             )
         config = None
-        if args.epochs:
+        if args.epochs or args.time_budget:
             from ..runs import RunFolder
 
             config = RunFolder(args.resume).load_config()
-            config.train.epochs = args.epochs
+            config.train.epochs = args.epochs or config.train.epochs
+            config.train.time_budget = args.time_budget or config.train.time_budget
         run = train(config, resume=args.resume, progress=not args.quiet)
     else:
         run = train(build_train_config(args), run_dir=args.out, progress=not args.quiet)

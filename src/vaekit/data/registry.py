@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .datasets import DataSplits
+from .datasets import Dataset, DataSplits
 
 Loader = Callable[[DataConfig], DataSplits]
 DATASETS: dict[str, Loader] = {}
@@ -47,6 +48,29 @@ def load_data(config: DataConfig) -> DataSplits:
             f"{splits.source}: test examples are {splits.test.shape}, "
             f"training examples {splits.train.shape}"
         )
+    if config.valid_size:
+        splits = hold_out_validation(splits, config.valid_size)
     splits.train = splits.train.head(config.limit_train)
     splits.test = splits.test.head(config.limit_test)
     return splits
+
+
+def hold_out_validation(splits: DataSplits, size: int) -> DataSplits:
+    """Splits whose last `size` training examples became the validation split (as the
+    likelihood papers hold out the last 10,000 MNIST training images)."""
+    if splits.valid is not None:
+        raise ConfigError(
+            f"{splits.name} has a validation split of its own ({len(splits.valid)} examples): "
+            "leave data.valid_size at 0"
+        )
+    if size >= len(splits.train):
+        raise ConfigError(
+            f"data.valid_size {size} leaves no training examples ({len(splits.train)} in all)"
+        )
+    train, cut = splits.train, len(splits.train) - size
+    labels = (None, None) if train.y is None else (train.y[:cut], train.y[cut:])
+    return replace(
+        splits,
+        train=Dataset(train.x[:cut], labels[0], train.name),
+        valid=Dataset(train.x[cut:], labels[1], f"{train.name} (validation)"),
+    )

@@ -3,8 +3,9 @@
 from .ae import Autoencoder
 from .base import GaussianVAE, LossTerms, gaussian_kl, label_args, reparameterize
 from .cvae import ConditionalVAE
+from .m2 import M2
 from .pca import PCAModel
-from .registry import MODELS, build_model, configure_model
+from .registry import MODELS, build_model, configure_model, prepare_data
 
 __all__ = [
     "MODELS",
@@ -12,9 +13,11 @@ __all__ = [
     "ConditionalVAE",
     "GaussianVAE",
     "LossTerms",
+    "M2",
     "PCAModel",
     "build_model",
     "configure_model",
+    "prepare_data",
     "gaussian_kl",
     "label_args",
     "reparameterize",

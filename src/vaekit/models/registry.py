@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from .ae import Autoencoder
 from .base import GaussianVAE
 from .cvae import ConditionalVAE
+from .m2 import M2
 from .pca import PCAModel
 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
@@ -21,6 +22,7 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "cvae": ConditionalVAE,
     "ae": Autoencoder,
     "pca": PCAModel,
+    "m2": M2,
 }
 
 
@@ -37,6 +39,12 @@ def configure_model(config: ModelConfig, data) -> None:
     hook = getattr(model_class(config.name), "configure", None)
     if hook is not None:
         hook(config, data)
+
+
+def prepare_data(config, data):
+    """The model's own view of the training data (M2 hides labels), else `data` itself."""
+    hook = getattr(model_class(config.model.name), "prepare_data", None)
+    return data if hook is None else hook(config, data)
 
 
 def build_model(config: ModelConfig, shape: tuple[int, ...]) -> nn.Module:

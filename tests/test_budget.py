@@ -1,0 +1,137 @@
+"""Long-run features: time budget, cosine learning rate, validation split with best weights,
+evaluation every N epochs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from conftest import read_jsonl, tiny_config
+from vaekit.cli import main
+from vaekit.cli.args import duration
+from vaekit.data import Dataset, DataSplits
+from vaekit.errors import ConfigError, RunError
+from vaekit.models import build_model
+from vaekit.train import Trainer
+
+
+def test_time_budget_stops_the_run_cleanly(synth, tmp_path):
+    config = tiny_config(epochs=100_000, time_budget=1.0)
+    run = vaekit.train(config, tmp_path / "r", progress=False, outputs=False, data=synth)
+    last = run.history[-1]
+    assert last["epoch"] < 100_000
+    assert "time budget" in last["stopped"]
+    assert 1.0 <= last["train_seconds"] < 3.0  # one more step at most, not another epoch
+    assert math.isfinite(last["test_neg_elbo"])
+    assert (run.path / "model.safetensors").exists()
+    rows = read_jsonl(run.path / "metrics.jsonl")
+    assert rows[-1]["stopped"] == last["stopped"]
+    # a spent budget is a finished run; a larger one continues it
+    with pytest.raises(RunError, match="time budget"):
+        vaekit.train(resume=run.path, progress=False, outputs=False, data=synth)
+    longer = vaekit.RunConfig.load(run.path / "config.json")
+    longer.train.time_budget = 2.0
+    more = vaekit.train(longer, resume=run.path, progress=False, outputs=False, data=synth)
+    assert 2.0 <= more.history[-1]["train_seconds"] < 4.0
+    assert more.history[-1]["step"] > last["step"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("60m", 3600), ("1.5h", 5400), ("45", 45), ("2min", 120)]
+)
+def test_durations_parse(text, seconds):
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5m", "abc", "5x", "nanm", "infh"])
+def test_bad_durations_are_refused(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"--time-budget={text}"])
+    assert exit_info.value.code == 2
+    assert "duration" in capsys.readouterr().err
+
+
+def test_cosine_schedule_decays_to_lr_min(synth):
+    config = tiny_config(lr=1e-2, lr_schedule="cosine", lr_min=1e-4)
+    trainer = Trainer(config, build_model(config.model, synth.shape), synth, progress=False)
+    steps = config.train.epochs * len(trainer.batches)
+    rates = []
+    for step in range(steps + 1):
+        trainer.state.global_step = step
+        rates.append(trainer.lr_now())
+    assert rates[0] == pytest.approx(1e-2)
+    assert rates[steps // 2] == pytest.approx(0.5 * (1e-2 + 1e-4))
+    assert rates[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_cosine_schedule_is_applied_and_resumes_identically(synth, tmp_path, monkeypatch):
+    from test_train import assert_same_weights, interrupt_after, without_timing
+
+    config = tiny_config(lr_schedule="cosine", lr_min=1e-4, checkpoint_every_steps=3)
+    whole = vaekit.train(config, tmp_path / "a", progress=False, outputs=False, data=synth)
+    assert whole.history[-1]["lr"] < 2e-4  # the last step ran near lr_min
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 11, "crash")
+        with pytest.raises(KeyboardInterrupt):
+            vaekit.train(config, tmp_path / "b", progress=False, outputs=False, data=synth)
+    resumed = vaekit.train(resume=tmp_path / "b", progress=False, outputs=False, data=synth)
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    assert_same_weights(tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors")
+
+
+def test_validation_split_keeps_the_best_weights(synth, tmp_path):
+    config = tiny_config(epochs=6, lr=3e-2)
+    config.data.valid_size = 64
+    run = vaekit.train(config, tmp_path / "r", progress=False, data=synth)
+    rows = run.history
+    assert all("valid_neg_elbo" in row for row in rows)
+    best = min(rows, key=lambda row: row["valid_neg_elbo"])
+    assert run.final == best and best["best"]
+    final = load_file(str(run.path / "model.safetensors"))
+    kept = load_file(str(run.path / "best.safetensors"))
+    assert all(torch.equal(final[k], kept[k]) for k in final)
+    # the model returned and its validation number are those of the best epoch
+    from vaekit.evaluate import evaluate_elbo
+
+    valid = synth.train.x[-64:]
+    measured = evaluate_elbo(run.model, Dataset(valid, None, "v"), 64)["neg_elbo"]
+    assert measured == pytest.approx(best["valid_neg_elbo"], rel=1e-5)
+
+
+def test_validation_split_is_taken_from_the_end_of_the_training_set(tmp_path):
+    config = vaekit.DataConfig(valid_size=10_000)
+    splits = vaekit.load_data(config)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
+    full = vaekit.load_data(vaekit.DataConfig())
+    assert torch.equal(splits.valid.x, full.train.x[50_000:])
+    assert torch.equal(splits.valid.y, full.train.y[50_000:])
+
+
+def test_validation_split_size_is_checked(synth):
+    from vaekit.data.registry import hold_out_validation
+
+    for size in (256, 1000):
+        with pytest.raises(ConfigError, match="valid_size"):
+            hold_out_validation(synth, size)
+    held = hold_out_validation(synth, 56)
+    assert (len(held.train), len(held.valid), synth.valid) == (200, 56, None)  # a copy
+    has_own = DataSplits(synth.train, synth.test, synth.name, synth.source, valid=synth.test)
+    with pytest.raises(ConfigError, match="validation split of its own"):
+        hold_out_validation(has_own, 10)
+
+
+def test_eval_every_writes_a_row_per_evaluation(synth, tmp_path):
+    every = vaekit.train(
+        tiny_config(epochs=5, eval_every=2), tmp_path / "a", progress=False, data=synth
+    )
+    assert [row["epoch"] for row in every.history] == [2, 4, 5]
+    each = vaekit.train(tiny_config(epochs=5), tmp_path / "b", progress=False, data=synth)
+    # same training either way; a row's train loss averages the epochs since the last row
+    assert every.history[-1]["test_neg_elbo"] == each.history[-1]["test_neg_elbo"]
+    mean_34 = (each.history[2]["train_loss"] + each.history[3]["train_loss"]) / 2
+    assert every.history[1]["train_loss"] == pytest.approx(mean_34, rel=1e-6)
