@@ -205,7 +205,6 @@ def classify_run(
     (default RUN/predictions.csv). With labels, the report holds the accuracy."""
     from .data import Dataset
     from .evaluate import class_probabilities
-
     from .models.registry import model_class
 
     name = RunFolder(run_dir).load_config().model.name

@@ -59,6 +59,9 @@ class ModelConfig:
     alpha: float = 50.0
     label_repeat: int = 0
     classifier_hidden: list[int] | None = None  # m2: q(y|x) layers (None: model.hidden)
+    # hvae: latent layer sizes from the bottom (z_1, next to x) up; networks between them
+    latent_layers: list[int] | None = None
+    upper_hidden: list[int] = field(default_factory=lambda: [256])
 
 
 @dataclass
@@ -114,6 +117,14 @@ class RunConfig:
         _check(
             self.model.likelihood == "bernoulli" or self.data.binarize == "none",
             "binarised data (data.binarize dynamic) needs model.likelihood bernoulli",
+        )
+        _check(
+            self.model.latent_layers is None or all(size >= 1 for size in self.model.latent_layers),
+            "model.latent_layers must be positive sizes",
+        )
+        _check(
+            len(self.model.upper_hidden) >= 1 and min(self.model.upper_hidden) >= 1,
+            "model.upper_hidden must be a non-empty list of positive sizes",
         )
         _check(self.model.labeled >= 0, "model.labeled must be >= 0")
         _check(self.model.label_repeat >= 0, "model.label_repeat must be >= 0")

@@ -22,6 +22,45 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"arch": "conv", "channels": [32, 64], "hidden": [256], "latent_dim": 20},
         "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
     },
+    "likelihood-mlp": {
+        "_about": "log-likelihood benchmark, one stochastic layer: MLP 784-512-256, z = 32, "
+        "dynamically binarised MNIST with 10k training images held out for validation, "
+        "batch 256, Adam 1e-3 with cosine decay, KL warm-up; meant for --time-budget 60m",
+        "data": {"binarize": "dynamic", "valid_size": 10000},
+        "model": {"hidden": [512, 256], "latent_dim": 32},
+        "train": {
+            "epochs": 100000,
+            "time_budget": 3600.0,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "lr_schedule": "cosine",
+            "lr_min": 1e-5,
+            "kl_warmup_epochs": 10,
+            "eval_every": 2,
+        },
+    },
+    "likelihood-hvae": {
+        "_about": "log-likelihood benchmark, two stochastic layers (top-down hierarchical "
+        "VAE): MLP 784-512-256 to z1 = 32, 256-unit networks to z2 = 16; same data, optimiser "
+        "and budget as likelihood-mlp",
+        "data": {"binarize": "dynamic", "valid_size": 10000},
+        "model": {
+            "name": "hvae",
+            "hidden": [512, 256],
+            "latent_layers": [32, 16],
+            "upper_hidden": [256],
+        },
+        "train": {
+            "epochs": 100000,
+            "time_budget": 3600.0,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "lr_schedule": "cosine",
+            "lr_min": 1e-5,
+            "kl_warmup_epochs": 10,
+            "eval_every": 2,
+        },
+    },
     "tutorial-mlp128-z2": {
         "_about": "tutorial: MLP 128, 2-D latent space",
         "model": {"hidden": [128], "latent_dim": 2},

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -188,8 +189,10 @@ class Trainer:
         progress: bool = True,
         device: torch.device | None = None,
         context: distributed.Context = distributed.SINGLE,
+        callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
     ) -> None:
         self.config, self.cfg = config, config.train
+        self.callbacks = list(callbacks)  # called with (trainer, row) after each metrics row
         self.context = context
         self.device = device or pick_device(self.cfg.device)
         self.model = model.to(self.device)
@@ -456,6 +459,8 @@ class Trainer:
             if self.run is not None:
                 save_weights(self.run.best_path, self.model)
         state.history.append(row)
+        for callback in self.callbacks:
+            callback(self, row)
         if self.progress:
             tqdm.write(format_epoch(row, self.cfg.epochs), file=sys.stderr)
             if warning:
@@ -577,22 +582,25 @@ def train(
     progress: bool = True,
     outputs: bool = True,
     data: DataSplits | None = None,
+    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
 ) -> Run:
     """Train a model and return the Run.
 
     `config`: a RunConfig, a dict, or a path to a config.json (default: the reference VAE).
     `run_dir`: where to write (default runs/<config.name>, suffixed -2, -3... if taken).
     `resume`: a run folder to continue from its last checkpoint (its own config is used).
+    `callbacks`: functions called as f(trainer, row) after each metrics row (rank 0 only),
+    e.g. to save snapshots of the weights during a long run.
     Under torchrun, every process calls this; see `vaekit.distributed` for the semantics.
     """
     context = distributed.context_from_env()
     try:
-        return _train(config, run_dir, resume, progress, outputs, data, context)
+        return _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     finally:
         distributed.teardown()
 
 
-def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
+def _train(config, run_dir, resume, progress, outputs, data, context, callbacks) -> Run:
     if resume is not None:
         run = RunFolder(resume).require()
         config = run.load_config() if config is None else _as_config(config)
@@ -625,7 +633,14 @@ def _train(config, run_dir, resume, progress, outputs, data, context) -> Run:
         add_denoising(model, config.train.denoise, data.train.x)
     if getattr(model, "gradient_trained", True):
         trainer = Trainer(
-            config, model, data, run, progress=progress, device=device, context=context
+            config,
+            model,
+            data,
+            run,
+            progress=progress,
+            device=device,
+            context=context,
+            callbacks=callbacks,
         )
         if resume is not None:
             trainer.load_checkpoint()

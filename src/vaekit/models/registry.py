@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from .ae import Autoencoder
 from .base import GaussianVAE
 from .cvae import ConditionalVAE
+from .hvae import HierarchicalVAE
 from .m2 import M2
 from .pca import PCAModel
 
@@ -23,6 +24,7 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "ae": Autoencoder,
     "pca": PCAModel,
     "m2": M2,
+    "hvae": HierarchicalVAE,
 }
 
 

@@ -1,0 +1,206 @@
+"""Test log-likelihood against training time: train a preset for a wall-clock budget, then
+evaluate it with the IWAE bound (k=5000 on the full 10,000 test images by default).
+
+Each seed is one run folder OUT/<preset>-<dataset>-s<seed>; while it trains, the weights are
+saved at the curve's time points (the first epoch end past each), and afterwards the kept
+weights (best validation -ELBO) get the full evaluation and each snapshot a cheaper one
+(--curve-k samples on the first --curve-n test images). Results go to likelihood.json in the
+run folder; `--summary` gathers the folders into a table and a curve PNG.
+
+    python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --budget 60m
+    python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --threads 1 &  # in parallel
+    python benchmarks/likelihood.py --summary bench-runs/likelihood --png curve.png
+    python benchmarks/likelihood.py --preset likelihood-mlp --dataset binarized-mnist --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import vaekit
+from vaekit.cli.args import duration
+from vaekit.data import load_data
+from vaekit.evaluate import evaluation_set, iwae_bounds
+from vaekit.runs import RunFolder, atomic_write_text, load_tensors, save_tensors
+from vaekit.train import load
+
+RESULT_FILE = "likelihood.json"
+
+
+def snapshot_saver(folder: Path, minutes: list[float]):
+    """A training callback saving the weights at the first metrics row past each time."""
+    pending = sorted(minutes)
+
+    def save(trainer, row) -> None:
+        while pending and row["train_seconds"] >= pending[0] * 60:
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = {"kind": "weights", "train_seconds": row["train_seconds"], "epoch": row["epoch"]}
+            save_tensors(
+                folder / f"{pending.pop(0):g}m.safetensors", trainer.model.state_dict(), meta
+            )
+
+    return save
+
+
+def configure(args: argparse.Namespace, seed: int) -> vaekit.RunConfig:
+    config = vaekit.preset(args.preset)
+    config.train.seed = seed
+    config.train.time_budget = args.budget
+    config.train.num_threads = args.threads
+    if args.dataset == "binarized-mnist":  # static binarisation, its own 10k validation split
+        config.data.name, config.data.binarize, config.data.valid_size = args.dataset, "none", 0
+    config.name = f"{args.preset}-{config.data.name}-s{seed}"
+    return config
+
+
+def evaluate_weights(model, test, k: int, limit: int | None, seed: int = 0) -> dict:
+    rows = iwae_bounds(model, test.head(limit), (k,), seed=seed, progress=True)
+    return rows[-1]
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    config = configure(args, seed)
+    path = args.out / config.name
+    if not (path / "model.safetensors").exists():
+        saver = snapshot_saver(path / "snapshots", args.curve)
+        started = time.perf_counter()
+        vaekit.train(config, path, progress=not args.quiet, callbacks=[saver])
+        print(f"{config.name}: trained in {time.perf_counter() - started:.0f} s wall", flush=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = RunFolder(path).load_config()
+    splits = load_data(config.data)
+    test = evaluation_set(splits.test, config.data.binarize)
+    history = RunFolder(path).read_metrics()
+    kept = [row for row in history if row.get("best")] or history
+    model = load(path)
+    started = time.perf_counter()
+    final = evaluate_weights(model, test, args.k, None)
+    final["eval_seconds"] = time.perf_counter() - started
+    curve = []
+    for snapshot in sorted((path / "snapshots").glob("*.safetensors"), key=_minutes):
+        tensors, meta = load_tensors(snapshot)
+        model.load_state_dict(tensors)
+        row = evaluate_weights(model, test, args.curve_k, args.curve_n)
+        curve.append({"minutes": meta["train_seconds"] / 60, "epoch": meta["epoch"], **row})
+        print(f"  {snapshot.stem}: NLL {row['nll']:.2f} (k={args.curve_k}, {args.curve_n} images)")
+    result = {
+        "preset": args.preset,
+        "dataset": config.data.name,
+        "binarize": config.data.binarize,
+        "seed": seed,
+        "train_seconds": history[-1]["train_seconds"],
+        "epochs": history[-1]["epoch"],
+        "best_epoch": kept[-1]["epoch"],
+        "valid_neg_elbo": kept[-1].get("valid_neg_elbo"),
+        "test_neg_elbo": kept[-1]["test_neg_elbo"],
+        "final": final,
+        "curve": curve,
+        "elbo_curve": [
+            {"minutes": r["train_seconds"] / 60, "test_neg_elbo": r["test_neg_elbo"]}
+            for r in history
+        ],
+        "threads": args.threads or torch.get_num_threads(),
+    }
+    atomic_write_text(path / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    print(
+        f"{config.name}: test NLL {final['nll']:.2f} +- {final['stderr']:.2f} nats (IWAE k={args.k}, "
+        f"{final['n_examples']} images, {final['eval_seconds']:.0f} s); -ELBO {result['test_neg_elbo']:.2f}; "
+        f"{result['epochs']} epochs in {result['train_seconds'] / 60:.1f} min",
+        flush=True,
+    )
+    return result
+
+
+def _minutes(path: Path) -> float:
+    return float(path.stem.rstrip("m"))
+
+
+def summary(folder: Path, png: Path | None) -> None:
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob(f"*/{RESULT_FILE}"))]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["preset"], r["dataset"]), []).append(r)
+    print(
+        "| preset | data | seeds | test NLL (IWAE k=5000) | test -ELBO | training | epochs | eval |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (preset, dataset), rows in groups.items():
+        nll = [r["final"]["nll"] for r in rows]
+        elbo = [r["test_neg_elbo"] for r in rows]
+        spread = f" ± {statistics.stdev(nll):.2f}" if len(nll) > 1 else ""
+        each = ", ".join(f"{v:.2f}" for v in nll)
+        print(
+            f"| {preset} | {dataset} ({rows[0]['binarize']}) | {len(rows)} | "
+            f"**{statistics.mean(nll):.2f}**{spread} ({each}) | {statistics.mean(elbo):.2f} | "
+            f"{statistics.mean(r['train_seconds'] for r in rows) / 60:.1f} min, {rows[0]['threads']} thread(s) | "
+            f"{statistics.mean(r['epochs'] for r in rows):.0f} | "
+            f"{statistics.mean(r['final']['eval_seconds'] for r in rows) / 60:.1f} min |"
+        )
+    if png is not None and groups:
+        plot_curves(groups, png)
+
+
+def plot_curves(groups: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.get_cmap("tab10")
+    for i, ((preset, dataset), rows) in enumerate(groups.items()):
+        for j, r in enumerate(rows):
+            label = f"{preset} ({dataset})" if j == 0 else None
+            if r["curve"]:
+                ax.plot([c["minutes"] for c in r["curve"]], [c["nll"] for c in r["curve"]], "o-",
+                        color=colours(i), alpha=0.7, label=label, markersize=3)  # fmt: skip
+                label = None
+            ax.plot(r["train_seconds"] / 60, r["final"]["nll"], "*", color=colours(i), markersize=10,
+                    label=label)  # fmt: skip
+    ax.set_xlabel("training time (minutes)")
+    ax.set_ylabel("test NLL (nats per image)")
+    ax.set_title("IWAE bound: curve k=1000 on 2,000 test images; stars k=5000 on all 10,000")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    low = min(c["nll"] for rows in groups.values() for r in rows for c in r["curve"] + [r["final"]])
+    ax.set_ylim(math.floor(low) - 0.5, math.floor(low) + 8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="likelihood-mlp")
+    parser.add_argument("--dataset", choices=["mnist", "binarized-mnist"], default="mnist")
+    parser.add_argument("--seeds", default="0", help="comma-separated")
+    parser.add_argument("--budget", type=duration, default=3600.0, help="training time (60m)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--k", type=int, default=5000, help="importance samples, final NLL")
+    parser.add_argument("--curve", default="5,10,20,30,45", help="snapshot times in minutes")
+    parser.add_argument("--curve-k", type=int, default=1000)
+    parser.add_argument("--curve-n", type=int, default=2000, help="test images per curve point")
+    parser.add_argument("--out", type=Path, default=Path("bench-runs/likelihood"))
+    parser.add_argument("--summary", type=Path, metavar="FOLDER", help="tabulate finished runs")
+    parser.add_argument("--png", type=Path, help="with --summary: the NLL-time curve")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    if args.summary:
+        summary(args.summary, args.png)
+        return
+    args.curve = [float(m) for m in args.curve.split(",") if m and float(m) * 60 < args.budget]
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run_seed(args, seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
