@@ -74,3 +74,13 @@ def test_hvae_needs_two_layers(synth):
     config.model.latent_layers = [4]
     with pytest.raises(ConfigError, match="two or more"):
         build_model(config.model, synth.shape)
+
+
+def test_anomaly_scores_of_a_hierarchical_model(synth, tmp_path):
+    from vaekit.anomaly import anomaly_scores
+
+    run = vaekit.train(hvae_config(), tmp_path / "h", progress=False, outputs=False, data=synth)
+    x = synth.test.x[:20]
+    scores = anomaly_scores(run.model, x, ("elbo", "iwae", "recon"), samples=50)
+    assert all(s.shape == (20,) and torch.isfinite(s).all() for s in scores.values())
+    assert (scores["iwae"] <= scores["elbo"] + 1e-6).all()  # log-mean-exp >= mean

@@ -135,3 +135,23 @@ def test_evaluate_reports_classifier_accuracy(m2_run, synth):
     )
     assert 0.9 < report["classification"]["accuracy"] <= 1.0
     assert "classifier q(y|x) accuracy" in format_report(report)
+
+
+def test_anomaly_scores_of_an_m2_model(m2_run, synth):
+    from vaekit.anomaly import anomaly_scores
+
+    x = synth.test.x[:20]
+    scores = anomaly_scores(m2_run.model, x, ("elbo", "iwae", "recon"), samples=50)
+    assert all(s.shape == (20,) and torch.isfinite(s).all() for s in scores.values())
+    assert (scores["iwae"] <= scores["elbo"] + 1e-6).all()
+
+
+def test_each_condition_shortcut_equals_the_repeated_pairs(synth):
+    config = m2_config()
+    model = build_model(config.model, synth.shape)
+    x = synth.test.x[:6]
+    classes = torch.eye(4)
+    fast = model.encoder.forward_each_condition(x, classes)
+    slow = model.encoder(x.repeat_interleave(4, dim=0), classes.repeat(6, 1))
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, atol=1e-6)

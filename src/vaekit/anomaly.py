@@ -66,16 +66,30 @@ def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
 
 def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """-log p(x | z = posterior mean) per example; squared error for models without a likelihood."""
-    z_mean = model.encode(x)[0]
+    labels = {"y": model.classify(x).argmax(1)} if hasattr(model, "classify") else {}
+    z_mean = model.encode(x, **labels)[0]  # M2: given its classifier's most likely label
+    params = wide(model.decode(z_mean, **labels))
     likelihood = getattr(model, "likelihood", None)
     if likelihood is None:
-        return (wide(model.decode(z_mean)) - x).square().flatten(1).sum(1)
-    return likelihood.nll(wide(model.decode(z_mean)), x)
+        return (params - x).square().flatten(1).sum(1)
+    return likelihood.nll(params, x)
 
 
 def wide(t: torch.Tensor) -> torch.Tensor:
     """float32, or float64 where it already is (a float64 model scores in float64)."""
     return t if t.dtype == torch.float64 else t.float()
+
+
+def sampled_log_weights(
+    model: nn.Module, x: torch.Tensor, eps: torch.Tensor, samples: int, batch_seed: int
+) -> torch.Tensor:
+    """(samples, B) importance weights in float64: with the shared draws `eps` for a
+    one-Gaussian-latent model; hierarchical and label-enumerating models (hvae, m2) draw
+    their own, from a generator seeded per batch."""
+    if getattr(model, "one_gaussian_latent", False):
+        return log_weights(model, x, eps).double()
+    generator = torch.Generator(device=x.device).manual_seed(batch_seed)
+    return model.log_importance_weights(x, samples, generator).double()
 
 
 def log_weights(model: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -124,7 +138,7 @@ def anomaly_scores(
     for start in range(0, len(x), batch):
         xb = x[start : start + batch].to(device)
         if sampled:
-            log_w = log_weights(model, xb, eps).double()
+            log_w = sampled_log_weights(model, xb, eps, samples, seed * 1_000_003 + start)
             if "elbo" in scores:
                 parts["elbo"].append(-log_w.mean(0).cpu())
             if "iwae" in scores:

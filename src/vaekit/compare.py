@@ -321,15 +321,27 @@ def _best(rows: list[dict[str, Any]], key, lowest: bool = True) -> str | None:
     return (min(scored) if lowest else max(scored))[1]
 
 
-def _frechet(row: dict[str, Any]) -> float | None:
-    quality = row["sample_quality"]
-    return quality.get("frechet_distance") if quality else None
+def _quality(key: str):
+    """The sample-quality figure `key` of a row, None where it was not measured."""
+
+    def get(row: dict[str, Any]) -> float | None:
+        quality = row["sample_quality"]
+        return quality.get(key) if quality else None
+
+    return get
 
 
 def _verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """Which model wins each figure (samples: precision says how many look real, recall how
+    much of the test set they cover, the Fréchet distance mixes both)."""
     found = [
         ("Best reconstructions (lowest MSE)", _best(rows, lambda r: r["reconstruction_mse"])),
-        ("Best samples (lowest Fréchet distance)", _best(rows, _frechet)),
+        ("Most realistic samples (highest precision)", _best(rows, _quality("precision"), False)),
+        (
+            "Samples covering most of the data (highest recall)",
+            _best(rows, _quality("recall"), False),
+        ),
+        ("Lowest Fréchet distance of samples", _best(rows, _quality("frechet_distance"))),
         ("Best likelihood bound (lowest IWAE NLL)", _best(rows, lambda r: r["iwae_nll"])),
     ]
     return [f"- {what}: **{name}**" for what, name in found if name is not None]

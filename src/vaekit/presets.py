@@ -22,6 +22,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"arch": "conv", "channels": [32, 64], "hidden": [256], "latent_dim": 20},
         "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
     },
+    "cvae": {
+        "_about": "conditional VAE: the reference MLP 784-400 with a 2-D latent, so the label "
+        "carries the digit and z only the style (samples of label d read as d)",
+        "model": {"name": "cvae", "hidden": [400], "latent_dim": 2},
+        "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    },
     "likelihood-mlp": {
         "_about": "log-likelihood benchmark, one stochastic layer: MLP 784-512-256, z = 32, "
         "dynamically binarised MNIST with 10k training images held out for validation, "
@@ -60,6 +66,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "kl_warmup_epochs": 10,
             "eval_every": 2,
         },
+    },
+    "m2-mnist": {
+        "_about": "semi-supervised M2 (Kingma et al. 2014) on MNIST: MLP 500, z = 50, "
+        "classifier MLP 500; set the labelled count with --labeled N",
+        "model": {"name": "m2", "hidden": [500], "latent_dim": 50, "labeled": 100},
+        "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3},
     },
     "tutorial-mlp128-z2": {
         "_about": "tutorial: MLP 128, 2-D latent space",

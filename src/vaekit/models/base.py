@@ -76,6 +76,7 @@ class GaussianVAE(nn.Module):
     has_elbo = True  # elbo_terms / log_importance_weights exist (AE and PCA: False)
     needs_labels = False  # True: every method needs the class labels `y`
     gradient_trained = True  # False: fitted in one step by `fit(x)` (PCA)
+    one_gaussian_latent = True  # z ~ q(z|x) = N(z_mean, exp(z_log_var)) is the whole posterior
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0) -> None:
         super().__init__()

@@ -40,6 +40,7 @@ class M2(ConditionalVAE):
 
     needs_labels = False  # evaluation and sampling sum the label out or predict it
     trains_on_labels = True  # ... but the trainer passes the (partly hidden) labels
+    one_gaussian_latent = False  # the posterior includes the label
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__(config, shape)
@@ -111,7 +112,14 @@ class M2(ConditionalVAE):
         batch, k = len(x), self.n_classes
         labels = torch.arange(k, device=x.device).repeat(batch)  # (B * K,): b-major
         x_rep = x.repeat_interleave(k, dim=0)
-        recon, kl_per_dim = self.labelled_terms(x_rep, labels, generator)
+        if hasattr(self.encoder, "forward_each_condition"):  # MLP: x's first layer once
+            classes = torch.eye(k, device=x.device)
+            z_mean, z_log_var = self.encoder.forward_each_condition(x, classes)
+            z = reparameterize(z_mean, z_log_var, generator)
+            recon = self.likelihood.nll(ConditionalVAE.decode(self, z, labels).float(), x_rep)
+            kl_per_dim = gaussian_kl(z_mean.float(), z_log_var.float())
+        else:
+            recon, kl_per_dim = self.labelled_terms(x_rep, labels, generator)
         log_q = self.class_logits(x).float().log_softmax(1)
         return recon.view(batch, k), kl_per_dim.view(batch, k, -1), log_q
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -45,6 +46,19 @@ class MLPEncoder(nn.Module):
         self, x: torch.Tensor, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         h = self.body(with_condition(x.flatten(1), cond))
+        return self.head(h).chunk(self.heads, dim=1)
+
+    def forward_each_condition(
+        self, x: torch.Tensor, conds: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The heads for every (example, condition) pair, rows b-major: (B * K, latent_dim)
+        each for x (B, ...) and conds (K, cond_dim). Equals forward on the repeated pairs,
+        but the first layer's product with x is computed once per example, not K times."""
+        first = self.body[0]
+        n_x = first.in_features - conds.shape[1]
+        base = F.linear(x.flatten(1), first.weight[:, :n_x], first.bias)  # (B, H)
+        shift = conds.to(base.dtype) @ first.weight[:, n_x:].T  # (K, H)
+        h = self.body[1:]((base.unsqueeze(1) + shift).flatten(0, 1))  # (B * K, ...)
         return self.head(h).chunk(self.heads, dim=1)
 
 
