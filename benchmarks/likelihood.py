@@ -57,7 +57,12 @@ def configure(args: argparse.Namespace, seed: int) -> vaekit.RunConfig:
     config.train.num_threads = args.threads
     if args.dataset == "binarized-mnist":  # static binarisation, its own 10k validation split
         config.data.name, config.data.binarize, config.data.valid_size = args.dataset, "none", 0
-    config.name = f"{args.preset}-{config.data.name}-s{seed}"
+    for assignment in args.set:
+        key, value = assignment.split("=", 1)
+        section, field = key.split(".")
+        setattr(getattr(config, section), field, json.loads(value))
+    config.validate()
+    config.name = f"{args.preset}{args.tag}-{config.data.name}-s{seed}"
     return config
 
 
@@ -93,7 +98,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         curve.append({"minutes": meta["train_seconds"] / 60, "epoch": meta["epoch"], **row})
         print(f"  {snapshot.stem}: NLL {row['nll']:.2f} (k={args.curve_k}, {args.curve_n} images)")
     result = {
-        "preset": args.preset,
+        "preset": args.preset + args.tag,
+        "changes": args.set,
         "dataset": config.data.name,
         "binarize": config.data.binarize,
         "seed": seed,
@@ -192,6 +198,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-runs/likelihood"))
     parser.add_argument("--summary", type=Path, metavar="FOLDER", help="tabulate finished runs")
     parser.add_argument("--png", type=Path, help="with --summary: the NLL-time curve")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=JSON",
+        help="override a preset value, e.g. train.iw_k=5 or model.hidden=[1024,512]",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the run folders' names")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     if args.summary:

@@ -331,7 +331,7 @@ CASES = [
     Case("mlp without dense layers", on_data("--hidden", "none"), ("model.hidden", "non-empty for arch mlp")),
     Case("binarised data, Gaussian likelihood", on_data("--binarize", "dynamic", "--likelihood", "gaussian"), ("binarize", "bernoulli")),
     Case("free bits with IWAE", on_data("--free-bits", "1", "--iw-k", "5"), ("free_bits", "iw_k")),
-    Case("free bits for an autoencoder", on_data("--model", "ae", "--free-bits", "1"), ("model ae has no KL term",)),
+    Case("free bits for an autoencoder", on_data("--model", "ae", "--free-bits", "1"), ("model ae trains on its own objective",)),
     Case("unknown device", cli("train", "--device", "tpu"), ("train.device", "'tpu'")),
     Case("config and preset", lambda tmp, good: ["train", "--config", config_file(tmp, {}), "--preset", "reference"], ("--config or --preset",)),
     Case("output folder not empty", lambda tmp, good: ["train", "--data-path", good.data, "--out", copy_run(tmp, good)], ("{tmp}/run", "already exists and is not empty")),
@@ -347,7 +347,7 @@ CASES = [
     Case("image of another size", interpolate_from(lambda run: grey_png(run, 28)), ("{tmp}/grey28.png", "28x28", "8x8")),
     Case("output not a png", on_run(["manifold", "-o", "m.jpg"], lambda run: None), ("m.jpg", ".png")),
     Case("unknown model to compare", cli("compare", "--models", "vae,gan", "--out", "{tmp}/cmp"), ("unknown model 'gan'",)),
-    Case("compare: free bits for an autoencoder", lambda tmp, good: ["compare", "--models", "vae,ae", "--free-bits", "1", "--data-path", good.data, "--out", tmp / "cmp"], ("model ae has no KL term",)),
+    Case("compare: free bits for an autoencoder", lambda tmp, good: ["compare", "--models", "vae,ae", "--free-bits", "1", "--data-path", good.data, "--out", tmp / "cmp"], ("model ae trains on its own objective",)),
     Case("same model twice in compare", cli("compare", "--models", "vae,vae", "--out", "{tmp}/cmp"), ("--models", "distinct")),
     # --- configuration files ------------------------------------------------------------------
     Case("config: unknown key", on_config(good_config(model={"latent": 3})), ("{tmp}/config.json", "unknown key 'latent'")),

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import vaekit
 from conftest import tiny_config
@@ -155,3 +156,63 @@ def test_each_condition_shortcut_equals_the_repeated_pairs(synth):
     slow = model.encoder(x.repeat_interleave(4, dim=0), classes.repeat(6, 1))
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+# --- M1 + M2: M2 on a frozen VAE's latent space ------------------------------------------------
+@pytest.fixture(scope="module")
+def m1m2_run(synth, tmp_path_factory):
+    root = tmp_path_factory.mktemp("m1m2")
+    m1 = tiny_config(epochs=10)
+    m1.model.hidden, m1.model.latent_dim = [32], 6
+    m1_run = vaekit.train(m1, root / "m1", progress=False, outputs=False, data=synth)
+    config = m2_config()
+    config.model.name, config.model.features = "m1m2", str(m1_run.path)
+    config.model.hidden, config.model.latent_dim = [32], 4
+    return m1_run, vaekit.train(config, root / "m1m2", progress=False, data=synth)
+
+
+def test_m1m2_copies_and_freezes_the_feature_vae(m1m2_run):
+    m1_run, run = m1m2_run
+    assert run.config.model.features_model["latent_dim"] == 6  # recorded in the run's config
+    trained = load_file(str(m1_run.path / "model.safetensors"))
+    stacked = load_file(str(run.path / "model.safetensors"))
+    for key, value in trained.items():
+        assert torch.equal(stacked[f"m1.{key}"], value), key  # copied, and not trained further
+
+
+def test_m1m2_run_stands_alone_and_classifies(m1m2_run, synth, tmp_path):
+    import shutil
+
+    from vaekit.evaluate import classification_accuracy
+
+    _, run = m1m2_run
+    copy = shutil.copytree(run.path, tmp_path / "copy")
+    loaded = vaekit.load(copy)  # no access to the M1 run needed
+    x = synth.test.x[:8]
+    assert torch.equal(loaded.classify(x), run.model.classify(x))
+    assert classification_accuracy(loaded, synth.test)["accuracy"] > 0.9
+    assert loaded.analogies(x[:2]).shape == (8, *synth.shape)
+    assert loaded.sample(3).shape == (3, *synth.shape)
+    assert (run.path / "analogies.png").exists()
+
+
+def test_m1m2_bounds_are_bounds_on_the_images(m1m2_run, synth):
+    from vaekit.evaluate import evaluate_elbo, iwae_bounds
+
+    _, run = m1m2_run
+    elbo = evaluate_elbo(run.model, synth.test)["neg_elbo"]
+    rows = {row["k"]: row["nll"] for row in iwae_bounds(run.model, synth.test, (1, 10, 100))}
+    assert rows[1] == pytest.approx(elbo, abs=3.0)
+    assert rows[100] < rows[10] < rows[1]
+
+
+def test_m1m2_needs_a_vae_run(synth, tmp_path, tiny_run):
+    config = m2_config()
+    config.model.name = "m1m2"
+    with pytest.raises(ConfigError, match="--features"):
+        vaekit.train(config, tmp_path / "a", progress=False, data=synth)
+    config.model.features = str(tiny_run.path)  # an 8x8 VAE... of the right shape: accepted
+    m2_run = vaekit.train(m2_config(), tmp_path / "m2", progress=False, outputs=False, data=synth)
+    config.model.features = str(m2_run.path)
+    with pytest.raises(ConfigError, match="must come from a vae run"):
+        vaekit.train(config, tmp_path / "b", progress=False, data=synth)

@@ -59,6 +59,11 @@ class ModelConfig:
     alpha: float = 50.0
     label_repeat: int = 0
     classifier_hidden: list[int] | None = None  # m2: q(y|x) layers (None: model.hidden)
+    # m1m2: the run of a trained VAE (M1) whose latent space is M2's data; its model config,
+    # recorded when training starts; whether M2 learns from samples of q(h|x) or its means
+    features: str | None = None
+    features_model: dict[str, Any] | None = None
+    feature_samples: bool = True
     # hvae: latent layer sizes from the bottom (z_1, next to x) up; networks between them
     latent_layers: list[int] | None = None
     upper_hidden: list[int] = field(default_factory=lambda: [256])
@@ -198,7 +203,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        config = _build(cls, raw, source)
+        config = build_dataclass(cls, raw, source)
         try:
             return config.validate()
         except ConfigError as err:  # name the file the value came from
@@ -232,7 +237,7 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_dataclass(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
@@ -249,7 +254,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
+        return build_dataclass(hint, value, where)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)

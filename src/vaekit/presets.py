@@ -73,6 +73,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"name": "m2", "hidden": [500], "latent_dim": 50, "labeled": 100},
         "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3},
     },
+    "m1-mnist": {
+        "_about": "M1 of Kingma et al. 2014: a VAE (MLP 784-600-600, z = 50) trained on all "
+        "MNIST images without labels; its latent space is the data of m1m2-mnist",
+        "model": {"hidden": [600, 600], "latent_dim": 50},
+        "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3},
+    },
+    "m1m2-mnist": {
+        "_about": "M1 + M2 (Kingma et al. 2014): M2 (MLP 500, z = 50) on the latent space of "
+        "an m1-mnist run given with --features RUN; --labeled N labels (100)",
+        "model": {"name": "m1m2", "hidden": [500], "latent_dim": 50, "labeled": 100},
+        "train": {"epochs": 40, "batch_size": 128, "lr": 1e-3},
+    },
     "tutorial-mlp128-z2": {
         "_about": "tutorial: MLP 128, 2-D latent space",
         "model": {"hidden": [128], "latent_dim": 2},

@@ -32,7 +32,12 @@ from .data.arrays import check_fits_likelihood
 from .data.registry import hold_out_validation
 from .denoise import add_denoising
 from .errors import ConfigError, RunError, TrainingDiverged, VaekitError
-from .evaluate import collapse_warning, evaluate_elbo, reconstruction_mse
+from .evaluate import (
+    classification_accuracy,
+    collapse_warning,
+    evaluate_elbo,
+    reconstruction_mse,
+)
 from .models import build_model, configure_model, label_args, prepare_data
 from .noise import batch_shard, binarize
 from .runs import (
@@ -138,10 +143,10 @@ def loss_options(config: RunConfig, model: nn.Module) -> dict[str, Any]:
         options["free_bits"] = cfg.free_bits
     if cfg.iw_k > 1:
         options["iw_k"] = cfg.iw_k
-    if options and not getattr(model, "has_elbo", True):
+    if options and not getattr(model, "objective_options", getattr(model, "has_elbo", True)):
         raise ConfigError(
-            f"model {config.model.name} has no KL term: free bits and the IWAE objective "
-            "apply to VAEs only"
+            f"model {config.model.name} trains on its own objective: free bits and the IWAE "
+            "objective apply to the other VAEs only"
         )
     return options
 
@@ -439,6 +444,11 @@ class Trainer:
                 del row["_result"]
             row |= self.evaluate(self.test_set, "test")
             warning = collapse_warning(row.pop("_result"))
+            if hasattr(self.model, "classify") and self.test_set.y is not None:  # M2
+                accuracy = classification_accuracy(
+                    self.model, self.test_set, self.cfg.eval_batch_size
+                )
+                row["test_accuracy"] = accuracy["accuracy"]
             test_loss = row["test_neg_elbo"]
         else:  # no ELBO (autoencoder): the reconstruction error is the test number
             del row["beta"]
@@ -519,6 +529,7 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
         f"epoch {row['epoch']}/{epochs}  train -ELBO {row['train_neg_elbo']:.2f}  {valid}"
         f"test -ELBO {row['test_neg_elbo']:.2f} (recon {row['test_recon']:.2f}, "
         f"KL {row['test_kl']:.2f}) nats  active units {row['active_units']}"
+        + (f"  test accuracy {row['test_accuracy']:.2%}" if "test_accuracy" in row else "")
     )
 
 
@@ -628,6 +639,8 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     data = prepare_data(config, data)  # e.g. M2 keeps a few labels and hides the rest
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.shape)
+    if resume is None and hasattr(model, "initialise"):
+        model.initialise()  # e.g. m1m2 copies its trained feature VAE's weights
     check_fits_likelihood(data.train.x, config.model.likelihood, data.name)
     if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
         add_denoising(model, config.train.denoise, data.train.x)

@@ -39,6 +39,13 @@ TRAIN_OVERRIDES = {
     "res_blocks": ("model", "res_blocks"),
     "latent_dim": ("model", "latent_dim"),
     "likelihood": ("model", "likelihood"),
+    "latent_layers": ("model", "latent_layers"),
+    "upper_hidden": ("model", "upper_hidden"),
+    "labeled": ("model", "labeled"),
+    "alpha": ("model", "alpha"),
+    "label_repeat": ("model", "label_repeat"),
+    "classifier_hidden": ("model", "classifier_hidden"),
+    "features": ("model", "features"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -115,7 +122,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         metavar="NAME",
         help="vae (default), cvae (conditioned on the label), ae (deterministic autoencoder), "
-        "pca (fitted by scikit-learn, no training loop)",
+        "pca (fitted by scikit-learn, no training loop), hvae (several stochastic layers), "
+        "m2 (semi-supervised, with a classifier)",
     )
     g.add_argument(
         "--arch", choices=["mlp", "conv", "resnet"], help="encoder/decoder networks (default mlp)"
@@ -138,6 +146,46 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         choices=["bernoulli", "gaussian", "gaussian-perdim"],
         help="p(x|z): bernoulli (default, [0,1] images) or gaussian with a learned variance, "
         "one shared or one per dimension",
+    )
+    g.add_argument(
+        "--latent-layers",
+        type=int_list,
+        metavar="SIZES",
+        help="hvae: latent layer sizes from the bottom up, e.g. 32,16",
+    )
+    g.add_argument(
+        "--upper-hidden",
+        type=int_list,
+        metavar="SIZES",
+        help="hvae: dense layers between latent layers (256)",
+    )
+    g.add_argument(
+        "--labeled",
+        type=non_negative_int,
+        metavar="N",
+        help="m2: keep N class-balanced training labels and hide the rest",
+    )
+    g.add_argument(
+        "--alpha",
+        type=non_negative_float,
+        help="m2: weight of the classifier's cross-entropy on labelled examples (50)",
+    )
+    g.add_argument(
+        "--label-repeat",
+        type=non_negative_int,
+        metavar="R",
+        help="m2: repeats of the labelled examples per epoch (0: about a tenth of the epoch)",
+    )
+    g.add_argument(
+        "--classifier-hidden",
+        type=int_list,
+        metavar="SIZES",
+        help="m2: dense layers of the classifier q(y|x) (default: --hidden)",
+    )
+    g.add_argument(
+        "--features",
+        metavar="RUN",
+        help="m1m2: a trained vae run whose latent space is the M2's data (copied into the run)",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int)
@@ -222,6 +270,8 @@ def build_train_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             (raw[section] if section else raw)[key] = value
+    if args.features:  # the feature VAE's run, found from any folder; its config re-recorded
+        raw["model"].update(features=str(Path(args.features).resolve()), features_model=None)
     if args.data:
         own_data_config(raw, args)
     if args.dataset or args.data_path or args.data:

@@ -41,6 +41,7 @@ class M2(ConditionalVAE):
     needs_labels = False  # evaluation and sampling sum the label out or predict it
     trains_on_labels = True  # ... but the trainer passes the (partly hidden) labels
     one_gaussian_latent = False  # the posterior includes the label
+    objective_options = False  # its own bound: no free bits, no IWAE training
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__(config, shape)

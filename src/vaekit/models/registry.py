@@ -15,6 +15,7 @@ from .ae import Autoencoder
 from .base import GaussianVAE
 from .cvae import ConditionalVAE
 from .hvae import HierarchicalVAE
+from .m1m2 import StackedM2
 from .m2 import M2
 from .pca import PCAModel
 
@@ -25,6 +26,7 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "pca": PCAModel,
     "m2": M2,
     "hvae": HierarchicalVAE,
+    "m1m2": StackedM2,
 }
 
 
