@@ -135,3 +135,24 @@ def test_eval_every_writes_a_row_per_evaluation(synth, tmp_path):
     assert every.history[-1]["test_neg_elbo"] == each.history[-1]["test_neg_elbo"]
     mean_34 = (each.history[2]["train_loss"] + each.history[3]["train_loss"]) / 2
     assert every.history[1]["train_loss"] == pytest.approx(mean_34, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(vaekit.presets.PRESETS))
+def test_every_preset_builds_its_model(name):
+    """Each preset validates, round-trips through its dict and builds for MNIST's shape
+    (m1m2 needs a feature run, so its M2 part is checked through m2-mnist)."""
+    config = vaekit.preset(name)
+    assert vaekit.RunConfig.from_dict(config.to_dict()) == config
+    if config.model.name in ("cvae", "m2"):
+        config.model.n_classes = 10
+    if config.model.name != "m1m2":
+        model = build_model(config.model, (1, 28, 28))
+        assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_likelihood_presets_hold_out_validation_and_spend_an_hour():
+    for name in ("likelihood-mlp", "likelihood-hvae"):
+        config = vaekit.preset(name)
+        assert config.data.valid_size == 10_000 and config.data.binarize == "dynamic"
+        assert config.train.time_budget == 3600 and config.train.lr_schedule == "cosine"
+    assert vaekit.preset("likelihood-hvae").model.latent_layers == [32, 16]
