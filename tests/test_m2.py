@@ -216,3 +216,26 @@ def test_m1m2_needs_a_vae_run(synth, tmp_path, tiny_run):
     config.model.features = str(m2_run.path)
     with pytest.raises(ConfigError, match="must come from a vae run"):
         vaekit.train(config, tmp_path / "b", progress=False, data=synth)
+
+
+def test_own_data_with_unlabelled_examples(synth, tmp_path, capsys):
+    """Labels named "unlabelled" (or "?") mark the examples M2 learns from without a label."""
+    import numpy as np
+
+    names = np.array(["hbar", "vbar", "diag", "square"], dtype="<U10")[synth.train.y.numpy()]
+    names[16:] = "unlabelled"  # 16 of 256 labelled
+    data = tmp_path / "own.npz"
+    np.savez(data, x_train=synth.train.x.numpy(), y_train=names,
+             x_test=synth.test.x.numpy(), y_test=np.array(["hbar", "vbar", "diag", "square"])[synth.test.y.numpy()])  # fmt: skip
+    argv = ["train", "--model", "m2", "--data", str(data), "--hidden", "32", "--latent-dim", "2"]
+    argv += ["--epochs", "8", "--batch-size", "32", "--lr", "0.003", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    config = vaekit.RunConfig.load(tmp_path / "run" / "config.json")
+    assert config.model.n_classes == 4  # "unlabelled" is not a class
+    assert main(["classify", str(tmp_path / "run"), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").open()))
+    assert {row["predicted"] for row in rows} <= {"hbar", "vbar", "diag", "square"}
+    assert "p_unlabelled" not in rows[0]
+    accuracy = float(out.split("accuracy ")[1].split("%")[0]) / 100
+    assert accuracy > 0.8  # over the labelled examples only (the 240 hidden ones excluded)

@@ -205,6 +205,7 @@ def classify_run(
     (default RUN/predictions.csv). With labels, the report holds the accuracy."""
     from .data import Dataset
     from .evaluate import class_probabilities
+    from .models.m2 import UNLABELLED, known_classes
     from .models.registry import model_class
 
     name = RunFolder(run_dir).load_config().model.name
@@ -216,7 +217,8 @@ def classify_run(
         raise ConfigError(f"{output}: output must be a .csv file")
     probabilities = class_probabilities(inputs.model, Dataset(inputs.items.x, None, "inputs"))
     predicted = probabilities.argmax(1)
-    names = inputs.items.classes or [str(c) for c in range(probabilities.shape[1])]
+    names, mapping = known_classes(inputs.items.classes)  # without an "unlabelled" class
+    names = names or [str(c) for c in range(probabilities.shape[1])]
     labels = inputs.items.label_names()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -228,7 +230,9 @@ def classify_run(
     atomic_write_text(output, buffer.getvalue())
     accuracy = None
     if inputs.items.y is not None:
-        accuracy = (predicted == inputs.items.y).double().mean().item()
+        y = inputs.items.y if mapping is None else mapping[inputs.items.y]
+        known = y != UNLABELLED
+        accuracy = (predicted[known] == y[known]).double().mean().item() if known.any() else None
     return {
         "output": str(output),
         "n_examples": len(predicted),

@@ -218,12 +218,22 @@ def class_probabilities(model: nn.Module, data: Dataset, batch_size: int = 1000)
     )
 
 
-def classification_accuracy(model: nn.Module, data: Dataset, batch_size: int = 1000) -> dict:
-    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`."""
+def classification_accuracy(
+    model: nn.Module, data: Dataset, batch_size: int = 1000, classes: list[str] | None = None
+) -> dict:
+    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`; with the
+    data's class names, examples of an "unlabelled" class are left out (see models.m2)."""
+    from .models.m2 import UNLABELLED, known_classes
+
+    y = data.y
+    _, mapping = known_classes(classes)
+    if mapping is not None:
+        y = mapping[y]
+    known = y != UNLABELLED
     predicted = class_probabilities(model, data, batch_size).argmax(1)
     return {
-        "accuracy": (predicted == data.y).double().mean().item(),
-        "n_examples": len(data),
+        "accuracy": (predicted[known] == y[known]).double().mean().item(),
+        "n_examples": int(known.sum()),
     }
 
 
@@ -391,7 +401,9 @@ def evaluate_run(
     report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
     report["classification"] = None  # models with a classifier (M2) report its accuracy
     if hasattr(model, "classify") and evaluated.y is not None:
-        report["classification"] = classification_accuracy(model, evaluated, batch_size)
+        report["classification"] = classification_accuracy(
+            model, evaluated, batch_size, splits.classes
+        )
     report["probes"] = _probes(model, splits, evaluated, binarize, batch_size) if probes else None
     report["sample_quality"] = None
     if quality:

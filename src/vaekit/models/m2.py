@@ -52,14 +52,17 @@ class M2(ConditionalVAE):
     # --- configuration and data -------------------------------------------------------
     @staticmethod
     def configure(config: ModelConfig, data: DataSplits) -> None:
-        ConditionalVAE.configure(config, data)
+        """Record the number of known classes (a class named like "unlabelled" is not one)."""
+        known = known_labels(data)
+        ConditionalVAE.configure(config, known)
 
     @staticmethod
     def prepare_data(config: RunConfig, data: DataSplits) -> DataSplits:
         """Keep `model.labeled` class-balanced training labels, hide the rest (-1) and
         repeat the labelled examples (`model.label_repeat`, default so that they make up
-        about a tenth of the training set)."""
-        data = dataclasses.replace(data)  # the caller's splits stay as they were
+        about a tenth of the training set). With `model.labeled` 0, the data's own labels
+        are kept, examples of a class named "unlabelled" (or "?", "-1") hidden."""
+        data = known_labels(data)
         n_labeled, train = config.model.labeled, data.train
         if n_labeled:
             chosen = balanced_choice(train.y, n_labeled, config.model.n_classes, config.train.seed)
@@ -69,7 +72,10 @@ class M2(ConditionalVAE):
             y = train.y
         labeled = (y != UNLABELLED).nonzero().squeeze(1)
         if len(labeled) == 0:
-            raise ConfigError("model m2 needs some labelled training examples (model.labeled)")
+            raise ConfigError(
+                f"model {config.model.name} needs some labelled training examples "
+                "(--labeled N, or labels in the data)"
+            )
         repeat = config.model.label_repeat or max(1, round(0.1 * len(y) / len(labeled)))
         config.model.label_repeat = repeat
         extra = labeled.repeat(repeat - 1)
@@ -197,6 +203,33 @@ class M2(ConditionalVAE):
         k = self.n_classes
         labels = torch.arange(k, device=x.device).repeat(len(x))
         return self.decode_mean(z_mean.repeat_interleave(k, dim=0), labels)
+
+
+UNLABELLED_NAMES = ("unlabelled", "unlabeled", "?", "-1", "none")
+
+
+def known_classes(classes: list[str] | None) -> tuple[list[str] | None, torch.Tensor | None]:
+    """(names of the known classes, old index -> new index with -1 for unknown), or
+    (classes, None) when no class name marks unlabelled examples."""
+    if not classes or not any(c.lower() in UNLABELLED_NAMES for c in classes):
+        return classes, None
+    known = [c for c in classes if c.lower() not in UNLABELLED_NAMES]
+    mapping = torch.tensor([known.index(c) if c in known else UNLABELLED for c in classes])
+    return known, mapping
+
+
+def known_labels(data: DataSplits) -> DataSplits:
+    """A copy of the splits whose labels of an "unlabelled" class are -1 (others renumbered)."""
+    data = dataclasses.replace(data)  # the caller's splits stay as they were
+    names, mapping = known_classes(data.classes)
+    if mapping is None or data.train.y is None:
+        return data
+    data.classes = names
+    for split in ("train", "test", "valid"):
+        part = getattr(data, split)
+        if part is not None and part.y is not None:
+            setattr(data, split, Dataset(part.x, mapping[part.y], part.name))
+    return data
 
 
 def balanced_choice(labels: torch.Tensor, n: int, n_classes: int, seed: int) -> torch.Tensor:
