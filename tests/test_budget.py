@@ -84,7 +84,7 @@ def test_cosine_schedule_is_applied_and_resumes_identically(synth, tmp_path, mon
     assert_same_weights(tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors")
 
 
-def test_validation_split_keeps_the_best_weights(synth, tmp_path):
+def test_validation_split_keeps_the_best_weights(synth, tmp_path, capsys):
     config = tiny_config(epochs=6, lr=3e-2)
     config.data.valid_size = 64
     run = vaekit.train(config, tmp_path / "r", progress=False, data=synth)
@@ -101,6 +101,8 @@ def test_validation_split_keeps_the_best_weights(synth, tmp_path):
     valid = synth.train.x[-64:]
     measured = evaluate_elbo(run.model, Dataset(valid, None, "v"), 64)["neg_elbo"]
     assert measured == pytest.approx(best["valid_neg_elbo"], rel=1e-5)
+    assert main(["info", str(run.path)]) == 0
+    assert f"weights of epoch {best['epoch']} (best validation -ELBO" in capsys.readouterr().out
 
 
 def test_validation_split_is_taken_from_the_end_of_the_training_set(tmp_path):

@@ -133,7 +133,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 def run_summary(path: Path) -> dict[str, Any]:
     from ..runs import RunFolder
-    from ..train import load
+    from ..train import final_row, load
 
     run = RunFolder(path).require()
     config = run.load_config()
@@ -146,9 +146,12 @@ def run_summary(path: Path) -> dict[str, Any]:
         "model": f"{config.model.name} ({config.model.arch} {config.model.hidden}, z={config.model.latent_dim})",
         "likelihood": config.model.likelihood,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs_done": len(metrics),
+        "epochs_done": metrics[-1]["epoch"] if metrics else 0,
         "epochs_planned": config.train.epochs,
-        "final": metrics[-1] if metrics else None,
+        "time_budget_seconds": config.train.time_budget or None,
+        "train_seconds": metrics[-1].get("train_seconds") if metrics else None,
+        "stopped": metrics[-1].get("stopped") if metrics else None,
+        "final": final_row(metrics) or None,  # the kept weights' row (best validation epoch)
         "files": sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")),
     }
 
@@ -161,7 +164,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("run", "preset", "dataset", "model", "likelihood", "parameters"):
         print(f"{key:12} {summary[key]}")
     print(f"{'epochs':12} {summary['epochs_done']}/{summary['epochs_planned']}")
+    if summary["train_seconds"] is not None:
+        budget = summary["time_budget_seconds"]
+        of = f" of a {budget / 60:g}-minute budget" if budget else ""
+        stopped = f" ({summary['stopped']})" if summary["stopped"] else ""
+        print(f"{'training':12} {summary['train_seconds'] / 60:.1f} minutes{of}{stopped}")
     final = summary["final"]
+    if final and final.get("best"):
+        print(
+            f"{'kept':12} weights of epoch {final['epoch']} (best validation -ELBO "
+            f"{final['valid_neg_elbo']:.2f} nats/image)"
+        )
     if final and "test_neg_elbo" not in final:  # autoencoder, PCA: no ELBO
         print(
             f"{'test MSE':12} {final['test_mse']:.5f} per pixel (reconstruction, [0,1] intensities)"
