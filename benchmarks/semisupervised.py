@@ -66,10 +66,12 @@ def supervised_only(
 
 
 def train_once(config: vaekit.RunConfig, path: Path, quiet: bool) -> float:
-    """Train `config` into `path` unless it is there; its training seconds."""
+    """Train `config` into `path` unless it is there (resuming a stopped run); its training
+    seconds."""
     if not (path / "model.safetensors").exists():
         started = time.perf_counter()
-        vaekit.train(config, path, progress=not quiet)
+        resume = path if (path / "checkpoint.safetensors").exists() else None
+        vaekit.train(None if resume else config, path, resume=resume, progress=not quiet)
         print(f"{path.name}: {time.perf_counter() - started:.0f} s wall", flush=True)
     return RunFolder(path).read_metrics()[-1]["train_seconds"]
 

@@ -382,3 +382,24 @@ def test_report_without_evaluation_has_no_evaluation_section(run2: vaekit.Run) -
 def test_open_run_takes_data_that_is_not_in_the_registry(tiny_run: vaekit.Run, synth) -> None:
     run = open_run(tiny_run.path, data=synth)
     assert torch.equal(run.test.x, synth.test.x) and run.classes == synth.classes
+
+
+def test_conditional_models_are_drawn_with_a_fixed_label(idx_folder: Path, tmp_path: Path, capsys):
+    config = tiny_config(epochs=2).to_dict()
+    config["data"]["path"] = str(idx_folder)
+    config["model"].update(name="cvae", latent_dim=2)
+    run = vaekit.train(vaekit.RunConfig.from_dict(config), tmp_path / "cvae", progress=False)
+    opened = open_run(run.path, label=1)
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        wanted = run.model.decode_mean(z, torch.ones(5, dtype=torch.long))
+        assert torch.equal(opened.model.decode_mean(z), wanted)
+        assert not torch.equal(open_run(run.path, label=0).model.decode_mean(z), wanted)
+    assert open_run(run.path).label == str(int(opened.test.y[0]))  # default: test image 0's
+    for argv in (["manifold", "--grid", "4"], ["traverse", "--steps", "5"], ["latent"]):
+        output = tmp_path / f"{argv[0]}.png"
+        assert main([argv[0], str(run.path), *argv[1:], "--label", "1", "-o", str(output)]) == 0
+        assert png_size(output)[0] > 100
+    assert main(["manifold", str(run.path), "--label", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "--label 99: the model has classes 0.." in err and "Traceback" not in err

@@ -84,3 +84,11 @@ def test_anomaly_scores_of_a_hierarchical_model(synth, tmp_path):
     scores = anomaly_scores(run.model, x, ("elbo", "iwae", "recon"), samples=50)
     assert all(s.shape == (20,) and torch.isfinite(s).all() for s in scores.values())
     assert (scores["iwae"] <= scores["elbo"] + 1e-6).all()  # log-mean-exp >= mean
+
+
+def test_report_of_a_hierarchical_run(synth, tmp_path):
+    from vaekit.report import write_report
+
+    run = vaekit.train(hvae_config(), tmp_path / "h", progress=False, data=synth)
+    page = write_report(run.path, data=synth).read_text()
+    assert "<h2>Manifold</h2>" in page and "<h2>KL per dimension</h2>" in page

@@ -239,3 +239,11 @@ def test_own_data_with_unlabelled_examples(synth, tmp_path, capsys):
     assert "p_unlabelled" not in rows[0]
     accuracy = float(out.split("accuracy ")[1].split("%")[0]) / 100
     assert accuracy > 0.8  # over the labelled examples only (the 240 hidden ones excluded)
+
+
+def test_report_of_an_m2_run_shows_style_and_content(m2_run, synth):
+    from vaekit.report import write_report
+
+    page = write_report(m2_run.path, m2_run.path / "r.html", data=synth).read_text()
+    for section in ("Style and content", "Manifold", "Latent traversal", "Interpolation"):
+        assert f"<h2>{section}</h2>" in page, section

@@ -39,32 +39,82 @@ class ExploreRun:
     model: nn.Module
     test: Dataset
     classes: list[str] | None
+    label: str | None = None  # conditional models: the class every picture is decoded with
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.path.name if self.label is None else f"{self.path.name} (label {self.label})"
+
+
+class FixedLabel(nn.Module):
+    """A label-conditioned model (cvae, m2, m1m2) seen as an unconditional one: it decodes,
+    samples and (without a classifier of its own) encodes with one fixed class, so the
+    exploration pictures show that class in the styles the latent space holds."""
+
+    def __init__(self, model: nn.Module, label: int) -> None:
+        super().__init__()
+        self.model, self.label = model, label
+        self.latent_dim, self.shape = model.latent_dim, model.shape
+        self.likelihood = model.likelihood
+
+    def _y(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.full((n,), self.label, dtype=torch.long, device=device)
+
+    def encode(self, x: torch.Tensor, y=None):
+        if hasattr(self.model, "classify"):  # its own guess of each image's label
+            return self.model.encode(x)
+        return self.model.encode(x, self._y(len(x), x.device))
+
+    def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
+        return self.model.decode(z, self._y(len(z), z.device))
+
+    def decode_mean(self, z: torch.Tensor, y=None) -> torch.Tensor:
+        return self.model.decode_mean(z, self._y(len(z), z.device))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        return self.decode_mean(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator=None, y=None) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        return self.model.sample(n, generator, y=self._y(n, device))
+
+    def analogies(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.analogies(x)
 
 
 def open_run(
-    run_dir: str | Path, device: str = "cpu", data: DataSplits | None = None
+    run_dir: str | Path,
+    device: str = "cpu",
+    data: DataSplits | None = None,
+    label: int | None = None,
 ) -> ExploreRun:
     """Load a run folder's model and its test set (fixed binarisation if trained dynamically).
 
-    `data` replaces the dataset named in the run's config (for data not in the registry)."""
+    `data` replaces the dataset named in the run's config (for data not in the registry).
+    A conditional model is seen through `FixedLabel` with class `label` (default: the
+    label of test image 0)."""
     from .evaluate import evaluation_set
     from .train import load
 
     run = RunFolder(run_dir).require()
     config = run.load_config()
     model = load(run.path, device=device)
-    if getattr(model, "needs_labels", False):
-        raise ConfigError(
-            f"{run.path}: model {config.model.name!r} decodes with class labels; the "
-            "exploration commands draw unconditional models only"
-        )
     splits = data or load_data(config.data)
     test = evaluation_set(splits.test, config.data.binarize)
-    return ExploreRun(run.path, model, test, splits.classes)
+    name = None
+    if getattr(model, "needs_labels", False) or hasattr(model, "classify"):
+        n_classes = model.n_classes
+        if label is None:
+            label = int(test.y[0]) if test.y is not None and int(test.y[0]) < n_classes else 0
+        if not 0 <= label < n_classes:
+            raise ConfigError(f"--label {label}: the model has classes 0..{n_classes - 1}")
+        model = FixedLabel(model, label)
+        name = (
+            splits.classes[label] if splits.classes and label < len(splits.classes) else str(label)
+        )
+    return ExploreRun(run.path, model, test, splits.classes, name)
 
 
 def _device(model: nn.Module) -> torch.device:

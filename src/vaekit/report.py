@@ -192,6 +192,10 @@ def training_pictures(
     }
     if history:
         draw["loss_curves.png"] = lambda p: plots.save_loss_curves(history, p)
+    if hasattr(model, "analogies"):  # semi-supervised models: style x content
+        draw["analogies.png"] = lambda p: plots.save_analogies(
+            x[:10], model.analogies(x[:10]), p, run.classes
+        )
     captions = {
         "loss_curves.png": (
             "Loss curves",
@@ -206,6 +210,12 @@ def training_pictures(
             "Reconstructions",
             "Test images (odd rows) above their reconstructions from the posterior mean "
             "(even rows).",
+        ),
+        "analogies.png": (
+            "Style and content",
+            "Each row: a test image (left), then its style z (the posterior mean given the "
+            "predicted label) decoded with every label y. A column should show its label's "
+            "digit in the row's style (Kingma et al. 2014, figure 1).",
         ),
     }
     pictures: list[Picture | None] = []

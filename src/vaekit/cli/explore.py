@@ -12,6 +12,12 @@ def _common(p: argparse.ArgumentParser, default_name: str) -> None:
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-o", "--output", type=Path, help=f"PNG file (default RUN/{default_name})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument(
+        "--label",
+        type=int,
+        help="conditional models (cvae, m2, m1m2): decode with this class (default: the "
+        "label of test image 0)",
+    )
 
 
 def _output(args: argparse.Namespace, default_name: str) -> Path:
@@ -23,7 +29,7 @@ def _output(args: argparse.Namespace, default_name: str) -> Path:
 def _open(args: argparse.Namespace):
     from ..explore import open_run
 
-    return open_run(args.run, device=args.device)
+    return open_run(args.run, device=args.device, label=args.label)
 
 
 # --- latent -----------------------------------------------------------------------------
