@@ -37,7 +37,7 @@ RESULT_FILE = "likelihood.json"
 
 def snapshot_saver(folder: Path, minutes: list[float]):
     """A training callback saving the weights at the first metrics row past each time."""
-    pending = sorted(minutes)
+    pending = [m for m in sorted(minutes) if not (folder / f"{m:g}m.safetensors").exists()]
 
     def save(trainer, row) -> None:
         while pending and row["train_seconds"] >= pending[0] * 60:
@@ -77,7 +77,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     if not (path / "model.safetensors").exists():
         saver = snapshot_saver(path / "snapshots", args.curve)
         started = time.perf_counter()
-        vaekit.train(config, path, progress=not args.quiet, callbacks=[saver])
+        resume = path if (path / "checkpoint.safetensors").exists() else None  # a stopped run
+        vaekit.train(
+            None if resume else config, path, resume=resume, progress=not args.quiet,
+            callbacks=[saver],
+        )  # fmt: skip
         print(f"{config.name}: trained in {time.perf_counter() - started:.0f} s wall", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,6 +7,7 @@ speed hits both alike; the figure that counts is the median of the per-round rat
     python benchmarks/train_throughput.py                 # fp32, 5 rounds of 1 epoch
     python benchmarks/train_throughput.py --bf16          # also vaekit with bf16 autocast
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
+    python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
 """
 
 from __future__ import annotations
@@ -71,12 +72,36 @@ def dataloader_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> fl
     return images / (time.perf_counter() - started)
 
 
+def careful_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> float:
+    """Images/s of a careful hand-written loop: in-memory index_select batches, fused Adam,
+    no trainer (what vaekit's own step is measured against with --careful)."""
+    torch.manual_seed(0)
+    model = build_model(config.model, data.shape)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=True)
+    size = config.train.batch_size
+    order = torch.randperm(len(data.train.x)).repeat(
+        1 + (warmup + steps) * size // len(data.train.x)
+    )
+    started = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            started = time.perf_counter()
+        x = data.train.x.index_select(0, order[step * size : (step + 1) * size])
+        loss = model.loss(x).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    return steps * size / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=469, help="timed steps per contender")
     parser.add_argument("--bf16", action="store_true", help="also time vaekit with bf16")
     parser.add_argument("--elbo", action="store_true", help="train 10 epochs fp32 and bf16")
+    parser.add_argument("--careful", action="store_true", help="also time a careful plain loop")
     args = parser.parse_args()
 
     config = vaekit.preset("reference")
@@ -89,15 +114,21 @@ def main() -> None:
         contenders = [("vaekit", config), ("dataloader", None)]
         if args.bf16:
             contenders.append(("vaekit-bf16", bf16))
+        if args.careful:
+            contenders.append(("careful", "careful"))
         if round_ % 2:
             contenders.reverse()
         rates = {}
         for name, cfg in contenders:
             if cfg is None:
                 rates[name] = dataloader_rate(config, data, args.steps)
+            elif cfg == "careful":
+                rates[name] = careful_rate(config, data, args.steps)
             else:
                 rates[name] = vaekit_rate(cfg, data, args.steps)
         rates["ratio"] = rates["vaekit"] / rates["dataloader"]
+        if args.careful:
+            rates["vs_careful"] = rates["vaekit"] / rates["careful"]
         if args.bf16:
             rates["bf16_ratio"] = rates["vaekit-bf16"] / rates["vaekit"]
         rows.append(rates)
