@@ -403,3 +403,5 @@ def test_conditional_models_are_drawn_with_a_fixed_label(idx_folder: Path, tmp_p
     assert main(["manifold", str(run.path), "--label", "99"]) == 2
     err = capsys.readouterr().err
     assert "--label 99: the model has classes 0.." in err and "Traceback" not in err
+    page = write_report(run.path).read_text()
+    assert "Manifold" in page and "Style and content" not in page  # no analogies: not M2

@@ -56,6 +56,8 @@ class FixedLabel(nn.Module):
         self.model, self.label = model, label
         self.latent_dim, self.shape = model.latent_dim, model.shape
         self.likelihood = model.likelihood
+        if hasattr(model, "analogies"):  # semi-supervised models: style x content
+            self.analogies = model.analogies
 
     def _y(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.full((n,), self.label, dtype=torch.long, device=device)
@@ -79,9 +81,6 @@ class FixedLabel(nn.Module):
     def sample(self, n: int, generator=None, y=None) -> torch.Tensor:
         device = next(self.model.parameters()).device
         return self.model.sample(n, generator, y=self._y(n, device))
-
-    def analogies(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.analogies(x)
 
 
 def open_run(
