@@ -178,7 +178,9 @@ def plot_curves(groups: dict, png: Path) -> None:
                     label=label)  # fmt: skip
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("test NLL (nats per image)")
-    ax.set_title("IWAE bound: curve k=1000 on 2,000 test images; stars k=5000 on all 10,000")
+    ax.set_title(
+        "IWAE bound: curve k=1000 on 2,000 test images; stars k=5000 on all 10,000", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     low = min(c["nll"] for rows in groups.values() for r in rows for c in r["curve"] + [r["final"]])
