@@ -204,8 +204,8 @@ def classify_run(
     (id, label if known, predicted, then the probability of each class) to `output`
     (default RUN/predictions.csv). With labels, the report holds the accuracy."""
     from .data import Dataset
-    from .evaluate import class_probabilities
-    from .models.m2 import UNLABELLED, known_classes
+    from .evaluate import class_probabilities, known_label_accuracy
+    from .models.m2 import known_classes
     from .models.registry import model_class
 
     name = RunFolder(run_dir).load_config().model.name
@@ -217,7 +217,7 @@ def classify_run(
         raise ConfigError(f"{output}: output must be a .csv file")
     probabilities = class_probabilities(inputs.model, Dataset(inputs.items.x, None, "inputs"))
     predicted = probabilities.argmax(1)
-    names, mapping = known_classes(inputs.items.classes)  # without an "unlabelled" class
+    names, _ = known_classes(inputs.items.classes)  # without an "unlabelled" class
     names = names or [str(c) for c in range(probabilities.shape[1])]
     labels = inputs.items.label_names()
     buffer = io.StringIO()
@@ -230,9 +230,7 @@ def classify_run(
     atomic_write_text(output, buffer.getvalue())
     accuracy = None
     if inputs.items.y is not None:
-        y = inputs.items.y if mapping is None else mapping[inputs.items.y]
-        known = y != UNLABELLED
-        accuracy = (predicted[known] == y[known]).double().mean().item() if known.any() else None
+        accuracy, _ = known_label_accuracy(predicted, inputs.items.y, inputs.items.classes)
     return {
         "output": str(output),
         "n_examples": len(predicted),

@@ -218,23 +218,30 @@ def class_probabilities(model: nn.Module, data: Dataset, batch_size: int = 1000)
     )
 
 
-def classification_accuracy(
-    model: nn.Module, data: Dataset, batch_size: int = 1000, classes: list[str] | None = None
-) -> dict:
-    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`; with the
-    data's class names, examples of an "unlabelled" class are left out (see models.m2)."""
+def known_label_accuracy(
+    predicted: torch.Tensor, y: torch.Tensor, classes: list[str] | None
+) -> tuple[float | None, int]:
+    """(accuracy, count) of predicted class indices over the examples with a known label:
+    with class names, those of an "unlabelled" class are left out (see models.m2)."""
     from .models.m2 import UNLABELLED, known_classes
 
-    y = data.y
     _, mapping = known_classes(classes)
     if mapping is not None:
         y = mapping[y]
     known = y != UNLABELLED
+    count = int(known.sum())
+    accuracy = (predicted[known] == y[known]).double().mean().item() if count else None
+    return accuracy, count
+
+
+def classification_accuracy(
+    model: nn.Module, data: Dataset, batch_size: int = 1000, classes: list[str] | None = None
+) -> dict:
+    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`; with the
+    data's class names, examples of an "unlabelled" class are left out."""
     predicted = class_probabilities(model, data, batch_size).argmax(1)
-    return {
-        "accuracy": (predicted[known] == y[known]).double().mean().item(),
-        "n_examples": int(known.sum()),
-    }
+    accuracy, count = known_label_accuracy(predicted, data.y, classes)
+    return {"accuracy": float("nan") if accuracy is None else accuracy, "n_examples": count}
 
 
 def probe_accuracy(
