@@ -86,6 +86,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32)
     denoise: str | None = None  # noise like gaussian:0.3: encode corrupted inputs, score clean
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam
     lr_schedule: str = "constant"  # constant | cosine (decay to lr_min over the run)
     lr_min: float = 0.0  # cosine: the learning rate at the end of the run
     time_budget: float = 0.0  # seconds of training; the run ends cleanly there (0: no budget)
@@ -145,10 +146,11 @@ class RunConfig:
         _check(self.train.epochs >= 1, "train.epochs must be >= 1")
         _check(self.train.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1")
-        for key in ("lr", "beta", "free_bits", "grad_clip"):
+        for key in ("lr", "beta", "free_bits", "grad_clip", "weight_decay"):
             _check(math.isfinite(getattr(self.train, key)), f"train.{key} must be finite")
         _check(self.train.lr > 0, "train.lr must be > 0")
         _check(self.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0: no clipping)")
+        _check(self.train.weight_decay >= 0, "train.weight_decay must be >= 0 (0: none)")
         _check(self.train.beta >= 0, "train.beta must be >= 0")
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
         _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")

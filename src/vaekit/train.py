@@ -212,7 +212,7 @@ class Trainer:
             if data.valid is not None:
                 self.valid_set = binarize_fixed(data.valid, seed=54321)
         self.clock_started = time.perf_counter()  # start of the current timed stretch
-        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device)
+        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device, self.cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
         self.state = TrainState()
         self.checkpoint_due = False  # a step-interval checkpoint waits for the next finite loss
@@ -508,12 +508,18 @@ def weights_are_finite(model: nn.Module) -> bool:
     return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
 
 
-def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam; the fused kernel (one pass over all parameters) where this torch has it."""
+def make_optimizer(
+    model: nn.Module, lr: float, device: torch.device, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """Adam, or AdamW (decoupled weight decay) when `weight_decay` > 0; the fused kernel (one
+    pass over all parameters) where this torch has it."""
+    kind, options = torch.optim.Adam, {"lr": lr}
+    if weight_decay > 0:
+        kind, options = torch.optim.AdamW, {"lr": lr, "weight_decay": weight_decay}
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return kind(model.parameters(), **options, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return kind(model.parameters(), **options)
 
 
 def format_epoch(row: dict[str, Any], epochs: int) -> str:

@@ -54,6 +54,7 @@ TRAIN_OVERRIDES = {
     "time_budget": ("train", "time_budget"),
     "eval_every": ("train", "eval_every"),
     "grad_clip": ("train", "grad_clip"),
+    "weight_decay": ("train", "weight_decay"),
     "seed": ("train", "seed"),
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
@@ -215,6 +216,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         metavar="NORM",
         help="clip the gradients' global L2 norm to NORM each step (0: off, the default)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        metavar="W",
+        help="decoupled weight decay (AdamW): each step shrinks the weights by lr * W "
+        "(0: plain Adam, the default)",
     )
     g.add_argument("--seed", type=int)
     g.add_argument("--beta", type=non_negative_float, help="KL weight (beta-VAE); 1 is the ELBO")
