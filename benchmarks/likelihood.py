@@ -9,7 +9,7 @@ run folder; `--summary` gathers the folders into a table and a curve PNG.
 
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --budget 60m
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --threads 1 &  # in parallel
-    python benchmarks/likelihood.py --summary bench-runs/likelihood --png curve.png
+    python benchmarks/likelihood.py --summary bench-runs/likelihood other-runs --png curve.png
     python benchmarks/likelihood.py --preset likelihood-mlp --dataset binarized-mnist --seeds 0
 """
 
@@ -134,24 +134,26 @@ def _minutes(path: Path) -> float:
     return float(path.stem.rstrip("m"))
 
 
-def summary(folder: Path, png: Path | None) -> None:
-    results = [json.loads(p.read_text()) for p in sorted(folder.glob(f"*/{RESULT_FILE}"))]
-    groups: dict[tuple[str, str], list[dict]] = {}
+def summary(folders: list[Path], png: Path | None) -> None:
+    """A table row per (preset, data, threads, k) of the finished runs in `folders`."""
+    results = [
+        json.loads(p.read_text()) for f in folders for p in sorted(f.glob(f"*/{RESULT_FILE}"))
+    ]
+    groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["preset"], r["dataset"]), []).append(r)
-    print(
-        "| preset | data | seeds | test NLL (IWAE k=5000) | test -ELBO | training | epochs | eval |"
-    )
+        key = (r["preset"], r["dataset"], r["threads"], r["final"]["k"])
+        groups.setdefault(key, []).append(r)
+    print("| preset | data | seeds | test NLL (IWAE k) | test -ELBO | training | epochs | eval |")
     print("|---|---|---|---|---|---|---|---|")
-    for (preset, dataset), rows in groups.items():
+    for (preset, dataset, threads, k), rows in groups.items():
         nll = [r["final"]["nll"] for r in rows]
         elbo = [r["test_neg_elbo"] for r in rows]
         spread = f" ± {statistics.stdev(nll):.2f}" if len(nll) > 1 else ""
         each = ", ".join(f"{v:.2f}" for v in nll)
         print(
             f"| {preset} | {dataset} ({rows[0]['binarize']}) | {len(rows)} | "
-            f"**{statistics.mean(nll):.2f}**{spread} ({each}) | {statistics.mean(elbo):.2f} | "
-            f"{statistics.mean(r['train_seconds'] for r in rows) / 60:.1f} min, {rows[0]['threads']} thread(s) | "
+            f"**{statistics.mean(nll):.2f}**{spread} ({each}; k={k}) | {statistics.mean(elbo):.2f} | "
+            f"{statistics.mean(r['train_seconds'] for r in rows) / 60:.1f} min, {threads} thread(s) | "
             f"{statistics.mean(r['epochs'] for r in rows):.0f} | "
             f"{statistics.mean(r['final']['eval_seconds'] for r in rows) / 60:.1f} min |"
         )
@@ -167,9 +169,11 @@ def plot_curves(groups: dict, png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.get_cmap("tab10")
-    for i, ((preset, dataset), rows) in enumerate(groups.items()):
+    for i, ((preset, dataset, threads, k), rows) in enumerate(groups.items()):
         for j, r in enumerate(rows):
-            label = f"{preset} ({dataset})" if j == 0 else None
+            star_k = "" if k == 5000 else f", star k={k}"
+            name = f"{preset} ({dataset}, {threads} thread{'s' * (threads > 1)}{star_k})"
+            label = name if j == 0 else None
             if r["curve"]:
                 ax.plot([c["minutes"] for c in r["curve"]], [c["nll"] for c in r["curve"]], "o-",
                         color=colours(i), alpha=0.7, label=label, markersize=3)  # fmt: skip
@@ -202,7 +206,9 @@ def main() -> None:
     parser.add_argument("--curve-k", type=int, default=1000)
     parser.add_argument("--curve-n", type=int, default=2000, help="test images per curve point")
     parser.add_argument("--out", type=Path, default=Path("bench-runs/likelihood"))
-    parser.add_argument("--summary", type=Path, metavar="FOLDER", help="tabulate finished runs")
+    parser.add_argument(
+        "--summary", type=Path, nargs="+", metavar="FOLDER", help="tabulate finished runs"
+    )
     parser.add_argument("--png", type=Path, help="with --summary: the NLL-time curve")
     parser.add_argument(
         "--set",
