@@ -515,7 +515,7 @@ def make_optimizer(
     pass over all parameters) where this torch has it."""
     kind, options = torch.optim.Adam, {"lr": lr}
     if weight_decay > 0:
-        kind, options = torch.optim.AdamW, {"lr": lr, "weight_decay": weight_decay}
+        kind, options["weight_decay"] = torch.optim.AdamW, weight_decay
     try:
         return kind(model.parameters(), **options, fused=True)
     except (RuntimeError, TypeError, ValueError):
