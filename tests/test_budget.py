@@ -158,3 +158,5 @@ def test_likelihood_presets_hold_out_validation_and_spend_an_hour():
         assert config.data.valid_size == 10_000 and config.data.binarize == "dynamic"
         assert config.train.time_budget == 3600 and config.train.lr_schedule == "cosine"
     assert vaekit.preset("likelihood-hvae").model.latent_layers == [32, 16]
+    mlp = vaekit.preset("likelihood-mlp").train  # the recipe measured in benchmarks/RESULTS.md
+    assert (mlp.batch_size, mlp.weight_decay) == (256, 0.01)
