@@ -100,7 +100,7 @@ def log_weights(model: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.T
     z_mean, z_log_var = (wide(t) for t in model.encode(x))
     z = z_mean + torch.exp(0.5 * z_log_var) * eps[:, None, :]  # (k, B, D)
     log_q = -0.5 * (eps.square()[:, None, :] + z_log_var + LOG_2PI).sum(-1)
-    log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    log_prior = model.log_prior(z)  # (k, B)
     targets = x.unsqueeze(0).expand(len(eps), *x.shape).flatten(0, 1)
     log_px = -model.likelihood.nll(wide(model.decode(z.flatten(0, 1))), targets)
     return log_px.view(len(eps), -1) + log_prior - log_q

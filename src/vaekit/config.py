@@ -45,7 +45,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "vae"  # registry name: vae, cvae, ae, pca
+    name: str = "vae"  # registry name: vae, cvae, ae, pca, hvae, vamp, m2, m1m2
     arch: str = "mlp"  # mlp | conv | resnet
     hidden: list[int] = field(default_factory=lambda: [400])  # dense layers (may be [] for conv)
     latent_dim: int = 20
@@ -67,6 +67,7 @@ class ModelConfig:
     # hvae: latent layer sizes from the bottom (z_1, next to x) up; networks between them
     latent_layers: list[int] | None = None
     upper_hidden: list[int] = field(default_factory=lambda: [256])
+    prior_components: int = 500  # vamp: pseudo-inputs whose posteriors make up the prior
 
 
 @dataclass
@@ -138,6 +139,11 @@ class RunConfig:
             math.isfinite(self.model.alpha) and self.model.alpha >= 0, "model.alpha must be >= 0"
         )
         _check(self.train.free_bits >= 0, "train.free_bits must be >= 0")
+        _check(self.model.prior_components >= 1, "model.prior_components must be >= 1")
+        _check(
+            self.model.name != "vamp" or self.train.free_bits == 0,
+            "train.free_bits needs a KL per latent dimension; model vamp's prior has none",
+        )
         _check(self.train.iw_k >= 1, "train.iw_k must be >= 1")
         _check(
             self.train.iw_k == 1 or self.train.free_bits == 0,

@@ -41,6 +41,7 @@ TRAIN_OVERRIDES = {
     "likelihood": ("model", "likelihood"),
     "latent_layers": ("model", "latent_layers"),
     "upper_hidden": ("model", "upper_hidden"),
+    "prior_components": ("model", "prior_components"),
     "labeled": ("model", "labeled"),
     "alpha": ("model", "alpha"),
     "label_repeat": ("model", "label_repeat"),
@@ -124,7 +125,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="vae (default), cvae (conditioned on the label), ae (deterministic autoencoder), "
         "pca (fitted by scikit-learn, no training loop), hvae (several stochastic layers), "
-        "m2 (semi-supervised, with a classifier)",
+        "vamp (VampPrior: a learned mixture prior), m2 (semi-supervised, with a classifier)",
     )
     g.add_argument(
         "--arch", choices=["mlp", "conv", "resnet"], help="encoder/decoder networks (default mlp)"
@@ -159,6 +160,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=int_list,
         metavar="SIZES",
         help="hvae: dense layers between latent layers (256)",
+    )
+    g.add_argument(
+        "--prior-components",
+        type=positive_int,
+        metavar="K",
+        help="vamp: pseudo-inputs whose posteriors make up the prior (500)",
     )
     g.add_argument(
         "--labeled",

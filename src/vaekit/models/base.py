@@ -128,8 +128,8 @@ class GaussianVAE(nn.Module):
         z_mean, z_log_var = z_mean.float(), z_log_var.float()
         batch = x.shape[0]
         recon = self.likelihood.nll_sum(recon_logits, x) / batch
-        kl_per_dim = gaussian_kl(z_mean, z_log_var)
-        kl = kl_per_dim.sum() / batch
+        kl_each, kl_per_dim = self.kl_terms(z.float(), z_mean, z_log_var, free_bits > 0)
+        kl = kl_each.sum() / batch
         penalty = free_bits_kl(kl_per_dim, free_bits) if free_bits > 0 else kl
         return LossTerms(loss=recon + beta * penalty, recon=recon, kl=kl)
 
@@ -155,9 +155,27 @@ class GaussianVAE(nn.Module):
         z_mean, z_log_var = self._encode(x, y)
         z = reparameterize(z_mean, z_log_var, generator)
         recon = self.likelihood.nll(self._decode(z, y), x)
-        kl_per_dim = gaussian_kl(z_mean, z_log_var)
-        kl = kl_per_dim.sum(1)
+        kl, kl_per_dim = self.kl_terms(z, z_mean, z_log_var)
         return {"recon": recon, "kl": kl, "neg_elbo": recon + kl, "kl_per_dim": kl_per_dim}
+
+    # --- the prior (a subclass with another prior replaces these three) -----------------
+    def kl_terms(
+        self, z: torch.Tensor, z_mean: torch.Tensor, z_log_var: torch.Tensor, per_dim: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """KL(q(z|x) || p(z)) per example (B,) and per latent dimension (B, D) for the
+        sample z (B, D): in closed form for N(0, I), so neither z nor per_dim (a subclass
+        may skip the per-dimension terms when per_dim is False) is used here."""
+        kl_per_dim = gaussian_kl(z_mean, z_log_var)
+        return kl_per_dim.sum(1), kl_per_dim
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over the last dimension: (..., D) -> (...)."""
+        return -0.5 * (z.square() + LOG_2PI).sum(-1)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z): (n, latent_dim)."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
     def importance_terms(
         self,
@@ -172,7 +190,7 @@ class GaussianVAE(nn.Module):
         eps = randn_batch((k, *z_mean.shape), 1, generator, x.device, z_mean.dtype)  # (k, B, D)
         z = z_mean + torch.exp(0.5 * z_log_var) * eps  # (k, B, D)
         log_q = -0.5 * (eps.square() + z_log_var + LOG_2PI).sum(-1)  # (k, B)
-        log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)  # (k, B)
+        log_prior = self.log_prior(z)  # (k, B)
         labels = None if y is None else y.repeat(k)  # row i * B + b of z.flatten is example b
         recon_params = self._decode(z.flatten(0, 1), labels).float()  # (k * B, *shape)
         targets = x.unsqueeze(0).expand(k, *x.shape).flatten(0, 1)
@@ -206,7 +224,6 @@ class GaussianVAE(nn.Module):
     def sample(
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """n images decoded from the prior N(0, I) (the likelihood's mean)."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        """n images decoded from the prior (the likelihood's mean)."""
+        z = self.sample_prior(n, generator)
         return self.decode_mean(z) if y is None else self.decode_mean(z, y)

@@ -18,6 +18,7 @@ from .hvae import HierarchicalVAE
 from .m1m2 import StackedM2
 from .m2 import M2
 from .pca import PCAModel
+from .vamp import VampPriorVAE
 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "vae": GaussianVAE,
@@ -27,6 +28,7 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "m2": M2,
     "hvae": HierarchicalVAE,
     "m1m2": StackedM2,
+    "vamp": VampPriorVAE,
 }
 
 
