@@ -67,7 +67,10 @@ class ModelConfig:
     # hvae: latent layer sizes from the bottom (z_1, next to x) up; networks between them
     latent_layers: list[int] | None = None
     upper_hidden: list[int] = field(default_factory=lambda: [256])
-    prior_components: int = 500  # vamp: pseudo-inputs whose posteriors make up the prior
+    # p(z): "normal" N(0, I), or "vamp" (models vae, vamp and hvae's top layer): a mixture
+    # of the posteriors of prior_components learned pseudo-inputs; model vamp implies it
+    prior: str = "normal"
+    prior_components: int = 500
 
 
 @dataclass
@@ -141,8 +144,18 @@ class RunConfig:
         _check(self.train.free_bits >= 0, "train.free_bits must be >= 0")
         _check(self.model.prior_components >= 1, "model.prior_components must be >= 1")
         _check(
-            self.model.name != "vamp" or self.train.free_bits == 0,
-            "train.free_bits needs a KL per latent dimension; model vamp's prior has none",
+            self.model.prior in ("normal", "vamp"),
+            f"unknown model.prior {self.model.prior!r} (known: normal, vamp)",
+        )
+        vamp = self.model.name == "vamp" or self.model.prior == "vamp"
+        _check(
+            self.model.prior == "normal" or self.model.name in ("vae", "vamp", "hvae"),
+            f"model {self.model.name} has a standard normal prior only (prior vamp: models "
+            "vae, vamp and hvae)",
+        )
+        _check(
+            not vamp or self.train.free_bits == 0,
+            "train.free_bits needs a KL per latent dimension; the VampPrior has none",
         )
         _check(self.train.iw_k >= 1, "train.iw_k must be >= 1")
         _check(

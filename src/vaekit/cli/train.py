@@ -41,6 +41,7 @@ TRAIN_OVERRIDES = {
     "likelihood": ("model", "likelihood"),
     "latent_layers": ("model", "latent_layers"),
     "upper_hidden": ("model", "upper_hidden"),
+    "prior": ("model", "prior"),
     "prior_components": ("model", "prior_components"),
     "labeled": ("model", "labeled"),
     "alpha": ("model", "alpha"),
@@ -162,10 +163,16 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         help="hvae: dense layers between latent layers (256)",
     )
     g.add_argument(
+        "--prior",
+        choices=("normal", "vamp"),
+        help="p(z): normal N(0, I) (default) or vamp, a mixture of the posteriors of learned "
+        "pseudo-inputs (models vae and hvae, whose top layer gets it; model vamp implies it)",
+    )
+    g.add_argument(
         "--prior-components",
         type=positive_int,
         metavar="K",
-        help="vamp: pseudo-inputs whose posteriors make up the prior (500)",
+        help="vamp prior: pseudo-inputs whose posteriors make up the prior (500)",
     )
     g.add_argument(
         "--labeled",

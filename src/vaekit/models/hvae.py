@@ -12,6 +12,10 @@ Every KL term is then in closed form given the sample above it:
 
 and the importance weight of a sample (z_1..z_L) is log p(x, z) - log q(z | x).
 
+With `model.prior = "vamp"` the top layer's prior is a VampPrior (vamp.py): the mixture of
+q(z_L | u_k) over K learned pseudo-inputs u_k, whose KL term is then the one-sample
+estimate log q(z_L | x) - log p(z_L) (the lower layers keep their closed forms).
+
 `model.latent_layers` lists the layer sizes from the bottom (z_1, next to x) up;
 `model.hidden` sizes the networks between x and z_1, `model.upper_hidden` those between
 latent layers. `encode` returns the concatenated top-down posterior means (each layer's
@@ -32,6 +36,7 @@ from ..likelihoods import build_likelihood
 from ..nn.mlp import MLPDecoder, mlp
 from ..noise import randn_batch
 from .base import LOG_2PI, LossTerms, gaussian_kl
+from .vamp import in_data_range, pseudo_inputs, sample_mixture, vamp_kl_terms, vamp_log_prior
 
 
 def gaussian_kl_between(
@@ -97,6 +102,9 @@ class HierarchicalVAE(nn.Module):
         )
         self.decoder = MLPDecoder(self.shape, hidden, sizes[0])
         self.likelihood = build_likelihood(config.likelihood, self.shape)
+        self.vamp = config.prior == "vamp"
+        if self.vamp:
+            self.pseudo_inputs = pseudo_inputs(config.prior_components, self.shape)
 
     @staticmethod
     def configure(config: ModelConfig, data) -> None:
@@ -146,17 +154,32 @@ class HierarchicalVAE(nn.Module):
             for size in self.sizes
         ]
 
-    def kl_terms(self, layers: list[dict]) -> list[torch.Tensor]:
-        """Per layer, bottom first: KL per dimension given the sample above, in fp32."""
-        terms = []
+    def top_prior_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """VampPrior only: the K components (means, log_vars), each (K, top size), in fp32:
+        q(z_L | u_k) of the pseudo-inputs."""
+        top_features = self.bottom_up(in_data_range(self.pseudo_inputs))[-1]
+        means, log_vars = self.posterior_heads[-1](top_features)
+        return means.float(), log_vars.float()
+
+    def kl_terms(self, layers: list[dict], per_dim: bool = True):
+        """KL of all layers given the samples above, in fp32: per example (B,) and, if
+        per_dim, per dimension (B, latent_dim), bottom layer first (else None)."""
+        totals, dims = [], []
         for layer in layers:
             q_mean, q_log_var = (t.float() for t in layer["q"])
-            if layer["p"] is None:
-                terms.append(gaussian_kl(q_mean, q_log_var))
+            if layer["p"] is None and self.vamp:
+                z = layer["z"].float()
+                total, per = vamp_kl_terms(z, q_mean, q_log_var, *self.top_prior_params(), per_dim)
             else:
-                p_mean, p_log_var = (t.float() for t in layer["p"])
-                terms.append(gaussian_kl_between(q_mean, q_log_var, p_mean, p_log_var))
-        return terms
+                if layer["p"] is None:
+                    per = gaussian_kl(q_mean, q_log_var)
+                else:
+                    p_mean, p_log_var = (t.float() for t in layer["p"])
+                    per = gaussian_kl_between(q_mean, q_log_var, p_mean, p_log_var)
+                total = per.sum(1)
+            totals.append(total)
+            dims.append(per)
+        return sum(totals), torch.cat(dims, dim=1) if per_dim else None
 
     def log_ratio(self, layers: list[dict]) -> torch.Tensor:
         """log p(z) - log q(z | x) of the samples, summed over layers, in fp32."""
@@ -166,7 +189,9 @@ class HierarchicalVAE(nn.Module):
             q_mean, q_log_var = (t.float() for t in layer["q"])
             eps = layer["eps"].float()
             log_q = -0.5 * (eps.square() + q_log_var + LOG_2PI).sum(-1)
-            if layer["p"] is None:
+            if layer["p"] is None and self.vamp:
+                log_p = vamp_log_prior(z, *self.top_prior_params())
+            elif layer["p"] is None:
                 log_p = -0.5 * (z.square() + LOG_2PI).sum(-1)
             else:
                 p_mean, p_log_var = (t.float() for t in layer["p"])
@@ -202,8 +227,8 @@ class HierarchicalVAE(nn.Module):
             features, self.draw_noise((len(x),), 0, None, x.device, features[0].dtype)
         )
         recon = self.likelihood.nll_sum(self.decode(layers[0]["z"]).float(), x) / len(x)
-        kl_dims = torch.cat(self.kl_terms(layers), dim=1)  # (B, latent_dim)
-        kl = kl_dims.sum() / len(x)
+        kl_each, kl_dims = self.kl_terms(layers, per_dim=free_bits > 0)  # (B,), (B, latent_dim)
+        kl = kl_each.sum() / len(x)
         penalty = kl_dims.mean(0).clamp(min=free_bits).sum() if free_bits > 0 else kl
         return LossTerms(loss=recon + beta * penalty, recon=recon, kl=kl)
 
@@ -236,8 +261,7 @@ class HierarchicalVAE(nn.Module):
         noise = self.draw_noise((len(x),), 0, generator, x.device, x.dtype)
         layers = self.top_down(self.bottom_up(x), noise)
         recon = self.likelihood.nll(self.decode(layers[0]["z"]).float(), x)
-        kl_per_dim = torch.cat(self.kl_terms(layers), dim=1)
-        kl = kl_per_dim.sum(1)
+        kl, kl_per_dim = self.kl_terms(layers)
         return {"recon": recon, "kl": kl, "neg_elbo": recon + kl, "kl_per_dim": kl_per_dim}
 
     @torch.no_grad()
@@ -246,9 +270,12 @@ class HierarchicalVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, y=None) -> torch.Tensor:
-        """n images from the prior: z_L ~ N(0, I), then down the layers, then E[x | z_1]."""
+        """n images from the prior: z_L ~ p(z_L), then down the layers, then E[x | z_1]."""
         device = next(self.parameters()).device
-        z = torch.randn(n, self.sizes[-1], generator=generator, device=device)
+        if self.vamp:
+            z = sample_mixture(*self.top_prior_params(), n, generator)
+        else:
+            z = torch.randn(n, self.sizes[-1], generator=generator, device=device)
         for i in reversed(range(len(self.sizes) - 1)):
             p_mean, p_log_var = self.prior_heads[i](self.down[i](z))
             eps = torch.randn(p_mean.shape, generator=generator, device=device)

@@ -54,5 +54,6 @@ def prepare_data(config, data):
 
 
 def build_model(config: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """The model `config.name` for examples of `shape`."""
-    return model_class(config.name)(config, tuple(shape))
+    """The model `config.name` for examples of `shape` (a vae with prior vamp is model vamp)."""
+    name = "vamp" if config.name == "vae" and config.prior == "vamp" else config.name
+    return model_class(name)(config, tuple(shape))

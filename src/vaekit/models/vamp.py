@@ -41,51 +41,69 @@ def mixture_log_density(
     return log_density.view(*z.shape[:-1], means.shape[0])
 
 
+def pseudo_inputs(components: int, shape: tuple[int, ...]) -> nn.Parameter:
+    """K learnable pseudo-inputs of the data's shape: near-blank images to start (the
+    paper's initialisation: mean 0.05, std 0.01); used through `in_data_range`."""
+    if components < 1:
+        raise ConfigError("model.prior_components must be >= 1")
+    return nn.Parameter(0.05 + 0.01 * torch.randn(components, *shape))
+
+
+def in_data_range(inputs: torch.Tensor) -> torch.Tensor:
+    """Pseudo-inputs clipped to the data's [0, 1] range (hardtanh, as in the paper)."""
+    return F.hardtanh(inputs, 0.0, 1.0)
+
+
+def vamp_log_prior(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
+    """log p(z) = logsumexp_k log N(z; means_k, e^log_vars_k) - log K: (..., D) -> (...)."""
+    return torch.logsumexp(mixture_log_density(z, means, log_vars), -1) - math.log(len(means))
+
+
+def vamp_kl_terms(z, z_mean, z_log_var, means, log_vars, per_dim: bool = True):
+    """One-sample estimate of KL(q(z|x) || p(z)) at the sample z, per example (B,), and
+    (if per_dim) per dimension (B, D) against each dimension's marginal of the mixture
+    (else None); means, log_vars (K, D) are the mixture's components."""
+    eps = (z - z_mean) * torch.exp(-0.5 * z_log_var)
+    log_q_dims = -0.5 * (eps.square() + z_log_var + LOG_2PI)  # (B, D)
+    kl = log_q_dims.sum(1) - vamp_log_prior(z, means, log_vars)
+    if not per_dim:
+        return kl, None
+    # per dimension d: log q(z_d | x) - log (1/K sum_k N(z_d; means_kd, e^log_vars_kd))
+    diff = z.unsqueeze(1) - means  # (B, K, D)
+    log_p_dims = -0.5 * (diff.square() * torch.exp(-log_vars) + log_vars + LOG_2PI)
+    marginal = torch.logsumexp(log_p_dims, 1) - math.log(len(means))  # (B, D)
+    return kl, log_q_dims - marginal
+
+
+def sample_mixture(means: torch.Tensor, log_vars: torch.Tensor, n: int, generator=None):
+    """n draws from the mixture: a uniformly chosen component each, then its Gaussian."""
+    pick = torch.randint(len(means), (n,), generator=generator, device=means.device)
+    eps = torch.randn(n, means.shape[1], generator=generator, device=means.device)
+    return means[pick] + torch.exp(0.5 * log_vars[pick]) * eps
+
+
 class VampPriorVAE(GaussianVAE):
     """The Gaussian VAE of base.py with p(z) = 1/K sum_k q(z | u_k)."""
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
-        if config.prior_components < 1:
-            raise ConfigError("model.prior_components must be >= 1")
         if config.arch != "mlp":  # a conv encoder would see K extra images per step
             raise ConfigError("model vamp has fully connected networks only (arch mlp)")
         super().__init__(config, shape)
-        # near-blank images to start (the paper's initialisation: mean 0.05, std 0.01)
-        self.pseudo_inputs = nn.Parameter(
-            0.05 + 0.01 * torch.randn(config.prior_components, *shape)
-        )
+        self.pseudo_inputs = pseudo_inputs(config.prior_components, shape)
 
     def prior_params(self, dtype: torch.dtype = torch.float32):
         """(means, log_vars), each (K, latent_dim): the encoder's posterior of each pseudo-input."""
-        means, log_vars = self.encode(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))
+        means, log_vars = self.encode(in_data_range(self.pseudo_inputs))
         return means.to(dtype), log_vars.to(dtype)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) = logsumexp_k log q(z | u_k) - log K: (..., D) -> (...)."""
-        means, log_vars = self.prior_params(z.dtype)
-        log_density = mixture_log_density(z, means, log_vars)
-        return torch.logsumexp(log_density, -1) - math.log(len(means))
+        """log p(z) of the mixture: (..., D) -> (...)."""
+        return vamp_log_prior(z, *self.prior_params(z.dtype))
 
     def kl_terms(self, z, z_mean, z_log_var, per_dim: bool = True):
-        """One-sample KL estimate per example (B,), and (if per_dim) per dimension (B, D)
-        against each dimension's marginal of the mixture (else None)."""
-        means, log_vars = self.prior_params(z.dtype)
-        eps = (z - z_mean) * torch.exp(-0.5 * z_log_var)
-        log_q_dims = -0.5 * (eps.square() + z_log_var + LOG_2PI)  # (B, D)
-        log_p = torch.logsumexp(mixture_log_density(z, means, log_vars), -1)
-        kl = log_q_dims.sum(1) - (log_p - math.log(len(means)))
-        if not per_dim:
-            return kl, None
-        # per dimension d: log q(z_d | x) - log (1/K sum_k N(z_d; means_kd, e^log_vars_kd))
-        diff = z.unsqueeze(1) - means  # (B, K, D)
-        log_p_dims = -0.5 * (diff.square() * torch.exp(-log_vars) + log_vars + LOG_2PI)
-        marginal = torch.logsumexp(log_p_dims, 1) - math.log(len(means))  # (B, D)
-        return kl, log_q_dims - marginal
+        """One-sample KL estimate per example (B,) and, if per_dim, per dimension (B, D)."""
+        return vamp_kl_terms(z, z_mean, z_log_var, *self.prior_params(z.dtype), per_dim)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from the mixture: a uniformly chosen component each, then its Gaussian."""
-        means, log_vars = self.prior_params()
-        device = means.device
-        pick = torch.randint(len(means), (n,), generator=generator, device=device)
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return means[pick] + torch.exp(0.5 * log_vars[pick]) * eps
+        """n draws from the mixture prior."""
+        return sample_mixture(*self.prior_params(), n, generator)
