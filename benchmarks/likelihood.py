@@ -4,13 +4,15 @@ evaluate it with the IWAE bound (k=5000 on the full 10,000 test images by defaul
 Each seed is one run folder OUT/<preset>-<dataset>-s<seed>; while it trains, the weights are
 saved at the curve's time points (the first epoch end past each), and afterwards the kept
 weights (best validation -ELBO) get the full evaluation and each snapshot a cheaper one
-(--curve-k samples on the first --curve-n test images). Results go to likelihood.json in the
-run folder; `--summary` gathers the folders into a table and a curve PNG.
+(--curve-k samples on --curve-n test images drawn at random, the same ones each time).
+Results go to likelihood.json in the run folder; `--summary` gathers the folders into a
+table and a curve PNG.
 
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --budget 60m
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --threads 1 &  # in parallel
     python benchmarks/likelihood.py --summary bench-runs/likelihood other-runs --png curve.png
     python benchmarks/likelihood.py --preset likelihood-mlp --dataset binarized-mnist --seeds 0
+    python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --curve-only  # redo curve
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import common
 import vaekit
 from vaekit.cli.args import duration
 from vaekit.data import load_data
@@ -67,22 +70,17 @@ def configure(args: argparse.Namespace, seed: int) -> vaekit.RunConfig:
 
 
 def evaluate_weights(model, test, k: int, limit: int | None, seed: int = 0) -> dict:
-    rows = iwae_bounds(model, test.head(limit), (k,), seed=seed, progress=True)
+    rows = iwae_bounds(model, test.spread(limit), (k,), seed=seed, progress=True)
     return rows[-1]
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
     config = configure(args, seed)
     path = args.out / config.name
-    if not (path / "model.safetensors").exists():
-        saver = snapshot_saver(path / "snapshots", args.curve)
-        started = time.perf_counter()
-        resume = path if (path / "checkpoint.safetensors").exists() else None  # a stopped run
-        vaekit.train(
-            None if resume else config, path, resume=resume, progress=not args.quiet,
-            callbacks=[saver],
-        )  # fmt: skip
-        print(f"{config.name}: trained in {time.perf_counter() - started:.0f} s wall", flush=True)
+    if args.curve_only and not (path / RESULT_FILE).exists():
+        raise SystemExit(f"{path}: no {RESULT_FILE} (a finished run) to update")
+    saver = snapshot_saver(path / "snapshots", args.curve)
+    common.train_once(config, path, progress=not args.quiet, callbacks=[saver])
     if args.threads:
         torch.set_num_threads(args.threads)
     config = RunFolder(path).load_config()
@@ -91,16 +89,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     history = RunFolder(path).read_metrics()
     kept = [row for row in history if row.get("best")] or history
     model = load(path)
+    if args.curve_only:  # the final figure stands; only the snapshots are evaluated again
+        result = json.loads((path / RESULT_FILE).read_text())
+        result["curve"] = curve_points(model, path, test, args)
+        atomic_write_text(path / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+        return result
     started = time.perf_counter()
     final = evaluate_weights(model, test, args.k, None)
     final["eval_seconds"] = time.perf_counter() - started
-    curve = []
-    for snapshot in sorted((path / "snapshots").glob("*.safetensors"), key=_minutes):
-        tensors, meta = load_tensors(snapshot)
-        model.load_state_dict(tensors)
-        row = evaluate_weights(model, test, args.curve_k, args.curve_n)
-        curve.append({"minutes": meta["train_seconds"] / 60, "epoch": meta["epoch"], **row})
-        print(f"  {snapshot.stem}: NLL {row['nll']:.2f} (k={args.curve_k}, {args.curve_n} images)")
+    curve = curve_points(model, path, test, args)
     result = {
         "preset": args.preset + args.tag,
         "changes": args.set,
@@ -128,6 +125,18 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         flush=True,
     )
     return result
+
+
+def curve_points(model, path: Path, test, args: argparse.Namespace) -> list[dict]:
+    """The cheaper evaluation of each snapshot saved during training (the model is reused)."""
+    curve = []
+    for snapshot in sorted((path / "snapshots").glob("*.safetensors"), key=_minutes):
+        tensors, meta = load_tensors(snapshot)
+        model.load_state_dict(tensors)
+        row = evaluate_weights(model, test, args.curve_k, args.curve_n)
+        curve.append({"minutes": meta["train_seconds"] / 60, "epoch": meta["epoch"], **row})
+        print(f"  {snapshot.stem}: NLL {row['nll']:.2f} (k={args.curve_k}, {args.curve_n} images)")
+    return curve
 
 
 def _minutes(path: Path) -> float:
@@ -197,7 +206,8 @@ def plot_curves(groups: dict, png: Path) -> None:
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("test NLL (nats per image)")
     ax.set_title(
-        "IWAE bound: curve k=1000 on 2,000 test images; stars k=5000 on all 10,000", fontsize=10
+        "IWAE bound: curve k=1000 on 2,000 random test images; stars k=5000 on all 10,000",
+        fontsize=10,
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -218,8 +228,18 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5000, help="importance samples, final NLL")
     parser.add_argument("--curve", default="5,10,20,30,45", help="snapshot times in minutes")
     parser.add_argument("--curve-k", type=int, default=1000)
-    parser.add_argument("--curve-n", type=int, default=2000, help="test images per curve point")
+    parser.add_argument(
+        "--curve-n",
+        type=int,
+        default=2000,
+        help="test images per curve point (a fixed random sample)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-runs/likelihood"))
+    parser.add_argument(
+        "--curve-only",
+        action="store_true",
+        help="for finished runs: evaluate the snapshots again, keep the final figure",
+    )
     parser.add_argument(
         "--summary", type=Path, nargs="+", metavar="FOLDER", help="tabulate finished runs"
     )

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import common
 import vaekit
 from vaekit.data import BatchIterator, load_data
 from vaekit.evaluate import classification_accuracy
@@ -68,11 +68,7 @@ def supervised_only(
 def train_once(config: vaekit.RunConfig, path: Path, quiet: bool) -> float:
     """Train `config` into `path` unless it is there (resuming a stopped run); its training
     seconds."""
-    if not (path / "model.safetensors").exists():
-        started = time.perf_counter()
-        resume = path if (path / "checkpoint.safetensors").exists() else None
-        vaekit.train(None if resume else config, path, resume=resume, progress=not quiet)
-        print(f"{path.name}: {time.perf_counter() - started:.0f} s wall", flush=True)
+    common.train_once(config, path, progress=not quiet)
     return RunFolder(path).read_metrics()[-1]["train_seconds"]
 
 

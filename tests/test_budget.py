@@ -3,7 +3,11 @@ evaluation every N epochs."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +168,37 @@ def test_likelihood_presets_hold_out_validation_and_spend_an_hour():
     assert vaekit.preset("likelihood-hvae").model.latent_layers == [32, 16]
     mlp = build_model(vaekit.preset("likelihood-mlp").model, (1, 28, 28))
     assert isinstance(mlp, VampPriorVAE)
+
+
+@pytest.mark.slow
+def test_likelihood_benchmark_trains_evaluates_and_redoes_its_curve(tmp_path):
+    """benchmarks/likelihood.py end to end on MNIST with a tiny network and a 4 s budget."""
+    root = Path(__file__).resolve().parents[1]
+    script = [sys.executable, str(root / "benchmarks" / "likelihood.py")]
+    common = ["--preset", "likelihood-mlp", "--seeds", "0", "--threads", "1", "--budget", "4s",
+              "--set", "model.hidden=[32]", "--set", "model.latent_dim=4",
+              "--set", "model.prior_components=5", "--set", "train.eval_every=1",
+              "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    first = ["--k", "20", "--curve", "0.02", "--curve-k", "5", "--curve-n", "300"]
+    subprocess.run(script + common + first, check=True, cwd=tmp_path, capture_output=True)
+    (folder,) = tmp_path.glob("likelihood-mlp-mnist-s0")
+    result = json.loads((folder / "likelihood.json").read_text())
+    final = result["final"]
+    assert (final["k"], final["n_examples"]) == (20, 10_000)  # the whole test set
+    assert math.isfinite(final["nll"]) and final["nll"] < result["test_neg_elbo"]  # IWAE <= ELBO
+    assert 4.0 <= result["train_seconds"] < 10.0
+    (point,) = result["curve"]
+    assert (point["k"], point["n_examples"]) == (5, 300) and point["minutes"] >= 0.02
+    redo = ["--curve-only", "--curve-k", "5", "--curve-n", "200"]
+    subprocess.run(script + common + redo, check=True, cwd=tmp_path, capture_output=True)
+    again = json.loads((folder / "likelihood.json").read_text())
+    assert again["final"] == final and again["curve"][0]["n_examples"] == 200
+    table = subprocess.run(
+        script + ["--summary", str(tmp_path)], check=True, capture_output=True, text=True
+    ).stdout
+    assert f"{final['nll']:.2f}" in table and "| likelihood-mlp | mnist (dynamic) | 1 |" in table
+    missing = subprocess.run(
+        script + common[:-3] + ["--out", str(tmp_path / "none"), "--curve-only"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "no likelihood.json" in missing.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -178,6 +179,21 @@ def test_bundled_mnist_loads(mnist):
     check_mnist_like(mnist)
     assert mnist.train.y[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first labels
     assert 0.12 < mnist.train.x.mean().item() < 0.14  # MNIST's mean intensity is 0.1307
+
+
+def test_spread_sample_is_fixed_in_order_and_covers_a_sorted_file():
+    n = 1000  # image i holds the value i / n, so a sample's pixels name its rows
+    x = (torch.arange(n, dtype=torch.float32) / n).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    data = vaekit.data.Dataset(x, torch.arange(n) // 100)  # sorted by class, like some files
+    sample = data.spread(200)
+    rows = (sample.x[:, 0, 0, 0] * n).round().long()
+    assert len(sample) == 200 and bool((rows[1:] > rows[:-1]).all())  # distinct, file order
+    assert torch.equal(sample.y, data.y[rows])
+    assert torch.equal(data.spread(200).x, sample.x)  # the same rows each time
+    assert not torch.equal(data.spread(200, seed=1).x, sample.x)
+    assert set(data.head(200).y.tolist()) == {0, 1}  # a head sees two classes...
+    assert sample.y.bincount(minlength=10).min() >= 8  # ... the sample all ten
+    assert data.spread(None) is data and data.spread(n) is data
 
 
 def test_fashion_mnist_loads():

@@ -208,9 +208,11 @@ def classify_run(
     from .models.m2 import known_classes
     from .models.registry import model_class
 
-    name = RunFolder(run_dir).load_config().model.name
-    if not hasattr(model_class(name), "classify"):
-        raise ConfigError(f"{run_dir}: a {name} run has no classifier (train one with --model m2)")
+    model_config = RunFolder(run_dir).load_config().model
+    if not hasattr(model_class(model_config), "classify"):
+        raise ConfigError(
+            f"{run_dir}: a {model_config.name} run has no classifier (train one with --model m2)"
+        )
     inputs = open_inputs(run_dir, data, split, device)
     output = Path(output) if output is not None else inputs.run.file("predictions.csv")
     if output.suffix.lower() != ".csv":

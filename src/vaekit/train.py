@@ -155,7 +155,7 @@ def check_objective(config: RunConfig) -> None:
     """Refuse, before any work, objective options the model cannot use (free bits for an AE)."""
     from .models.registry import model_class
 
-    model = model_class(config.model.name)
+    model = model_class(config.model)
     if getattr(model, "gradient_trained", True):
         loss_options(config, model)
 

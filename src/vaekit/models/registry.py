@@ -32,8 +32,9 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
 }
 
 
-def model_class(name: str) -> Callable[[ModelConfig, tuple[int, ...]], nn.Module]:
-    """The constructor registered as `name`."""
+def model_class(config: ModelConfig) -> Callable[[ModelConfig, tuple[int, ...]], nn.Module]:
+    """The constructor `config` names (a vae with prior vamp is model vamp)."""
+    name = "vamp" if config.name == "vae" and config.prior == "vamp" else config.name
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
     return MODELS[name]
@@ -42,18 +43,17 @@ def model_class(name: str) -> Callable[[ModelConfig, tuple[int, ...]], nn.Module
 def configure_model(config: ModelConfig, data) -> None:
     """Let the model record what it learns from the data before it is built (the CVAE's
     number of classes); a no-op for models without a `configure` hook."""
-    hook = getattr(model_class(config.name), "configure", None)
+    hook = getattr(model_class(config), "configure", None)
     if hook is not None:
         hook(config, data)
 
 
 def prepare_data(config, data):
     """The model's own view of the training data (M2 hides labels), else `data` itself."""
-    hook = getattr(model_class(config.model.name), "prepare_data", None)
+    hook = getattr(model_class(config.model), "prepare_data", None)
     return data if hook is None else hook(config, data)
 
 
 def build_model(config: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """The model `config.name` for examples of `shape` (a vae with prior vamp is model vamp)."""
-    name = "vamp" if config.name == "vae" and config.prior == "vamp" else config.name
-    return model_class(name)(config, tuple(shape))
+    """The model `config` names, for examples of `shape`."""
+    return model_class(config)(config, tuple(shape))
