@@ -40,8 +40,7 @@ class Dataset:
         """The first n examples (all if n is None)."""
         if n is None or n >= len(self):
             return self
-        y = None if self.y is None else self.y[:n]
-        return Dataset(self.x[:n], y, self.name)
+        return self.rows(slice(0, n))
 
     def spread(self, n: int | None, seed: int = 0) -> Dataset:
         """n examples drawn at random with a fixed seed, kept in file order (all if n is
@@ -50,7 +49,10 @@ class Dataset:
         if n is None or n >= len(self):
             return self
         generator = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:n].sort().values
+        return self.rows(torch.randperm(len(self), generator=generator)[:n].sort().values)
+
+    def rows(self, index: slice | torch.Tensor) -> Dataset:
+        """The examples `index` selects (a slice or a tensor of row numbers), labels alike."""
         y = None if self.y is None else self.y[index]
         return Dataset(self.x[index], y, self.name)
 
