@@ -5,12 +5,14 @@ Each seed is one run folder OUT/<preset>-<dataset>-s<seed>; while it trains, the
 saved at the curve's time points (the first epoch end past each), and afterwards the kept
 weights (best validation -ELBO) get the full evaluation and each snapshot a cheaper one
 (--curve-k samples on --curve-n test images drawn at random, the same ones each time).
-Results go to likelihood.json in the run folder; `--summary` gathers the folders into a
-table and a curve PNG.
+Results go to likelihood.json in the run folder; `--summary` gathers run folders, and
+result files copied out of them (benchmarks/results/likelihood/ keeps the recorded runs),
+into a table and a curve PNG.
 
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --budget 60m
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --threads 1 &  # in parallel
     python benchmarks/likelihood.py --summary bench-runs/likelihood other-runs --png curve.png
+    python benchmarks/likelihood.py --summary benchmarks/results/likelihood  # recorded runs
     python benchmarks/likelihood.py --preset likelihood-mlp --dataset binarized-mnist --seeds 0
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --curve-only  # redo curve
 """
@@ -143,11 +145,19 @@ def _minutes(path: Path) -> float:
     return float(path.stem.rstrip("m"))
 
 
-def summary(folders: list[Path], png: Path | None) -> None:
-    """A table row per (preset, data, threads, k) of the finished runs in `folders`."""
-    results = [
-        json.loads(p.read_text()) for f in folders for p in sorted(f.glob(f"*/{RESULT_FILE}"))
-    ]
+def result_files(path: Path) -> list[Path]:
+    """The results under `path`: a result file itself, the run folders in a folder (their
+    likelihood.json), or the *.json files in a folder of recorded results."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SystemExit(f"{path}: no such file or folder")
+    return sorted(path.glob(f"*/{RESULT_FILE}")) or sorted(path.glob("*.json"))
+
+
+def summary(paths: list[Path], png: Path | None) -> None:
+    """A table row per (preset, data, threads, k) of the finished runs under `paths`."""
+    results = [json.loads(p.read_text()) for path in paths for p in result_files(path)]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         key = (r["preset"], r["dataset"], r["threads"], r["final"]["k"])
@@ -241,7 +251,11 @@ def main() -> None:
         help="for finished runs: evaluate the snapshots again, keep the final figure",
     )
     parser.add_argument(
-        "--summary", type=Path, nargs="+", metavar="FOLDER", help="tabulate finished runs"
+        "--summary",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="tabulate finished runs: run folders' parents, result files or folders of them",
     )
     parser.add_argument("--png", type=Path, help="with --summary: the NLL-time curve")
     parser.add_argument(

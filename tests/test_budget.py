@@ -197,6 +197,16 @@ def test_likelihood_benchmark_trains_evaluates_and_redoes_its_curve(tmp_path):
         script + ["--summary", str(tmp_path)], check=True, capture_output=True, text=True
     ).stdout
     assert f"{final['nll']:.2f}" in table and "| likelihood-mlp | mnist (dynamic) | 1 |" in table
+    recorded = tmp_path / "recorded"  # result files copied out of their run folders
+    recorded.mkdir()
+    for seed in (0, 1):
+        (recorded / f"s{seed}.json").write_text(json.dumps({**again, "seed": seed}))
+    table = subprocess.run(
+        script + ["--summary", str(recorded)], check=True, capture_output=True, text=True
+    ).stdout
+    assert "| likelihood-mlp | mnist (dynamic) | 2 |" in table
+    absent = subprocess.run(script + ["--summary", str(tmp_path / "gone")], capture_output=True)
+    assert absent.returncode != 0 and b"no such file or folder" in absent.stderr
     missing = subprocess.run(
         script + common[:-3] + ["--out", str(tmp_path / "none"), "--curve-only"],
         capture_output=True, text=True,
