@@ -13,6 +13,7 @@ into a table and a curve PNG.
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --threads 1 &  # in parallel
     python benchmarks/likelihood.py --summary bench-runs/likelihood other-runs --png curve.png
     python benchmarks/likelihood.py --summary benchmarks/results/likelihood  # recorded runs
+    python benchmarks/likelihood.py --preset likelihood-mlp --seeds 1 --record benchmarks/results/likelihood
     python benchmarks/likelihood.py --preset likelihood-mlp --dataset binarized-mnist --seeds 0
     python benchmarks/likelihood.py --preset likelihood-mlp --seeds 0 --curve-only  # redo curve
 """
@@ -94,7 +95,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     if args.curve_only:  # the final figure stands; only the snapshots are evaluated again
         result = json.loads((path / RESULT_FILE).read_text())
         result["curve"] = curve_points(model, path, test, args)
-        atomic_write_text(path / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+        write_result(result, path, args.record)
         return result
     started = time.perf_counter()
     final = evaluate_weights(model, test, args.k, None)
@@ -119,7 +120,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         ],
         "threads": args.threads or torch.get_num_threads(),
     }
-    atomic_write_text(path / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    write_result(result, path, args.record)
     print(
         f"{config.name}: test NLL {final['nll']:.2f} +- {final['stderr']:.2f} nats (IWAE k={args.k}, "
         f"{final['n_examples']} images, {final['eval_seconds']:.0f} s); -ELBO {result['test_neg_elbo']:.2f}; "
@@ -127,6 +128,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         flush=True,
     )
     return result
+
+
+def write_result(result: dict, path: Path, record: Path | None) -> None:
+    """likelihood.json in the run folder, and a copy named after the run in `record`."""
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_write_text(path / RESULT_FILE, text)
+    if record is not None:
+        record.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record / f"{path.name}.json", text)
 
 
 def curve_points(model, path: Path, test, args: argparse.Namespace) -> list[dict]:
@@ -264,6 +274,12 @@ def main() -> None:
         default=[],
         metavar="SECTION.KEY=JSON",
         help="override a preset value, e.g. train.iw_k=5 or model.hidden=[1024,512]",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FOLDER",
+        help="also copy each result file here, e.g. benchmarks/results/likelihood",
     )
     parser.add_argument("--tag", default="", help="suffix of the run folders' names")
     parser.add_argument("--quiet", action="store_true")

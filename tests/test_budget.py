@@ -189,10 +189,19 @@ def test_likelihood_benchmark_trains_evaluates_and_redoes_its_curve(tmp_path):
     assert 4.0 <= result["train_seconds"] < 10.0
     (point,) = result["curve"]
     assert (point["k"], point["n_examples"]) == (5, 300) and point["minutes"] >= 0.02
-    redo = ["--curve-only", "--curve-k", "5", "--curve-n", "200"]
+    redo = [
+        "--curve-only",
+        "--curve-k",
+        "5",
+        "--curve-n",
+        "200",
+        "--record",
+        str(tmp_path / "kept"),
+    ]
     subprocess.run(script + common + redo, check=True, cwd=tmp_path, capture_output=True)
     again = json.loads((folder / "likelihood.json").read_text())
     assert again["final"] == final and again["curve"][0]["n_examples"] == 200
+    assert json.loads((tmp_path / "kept" / f"{folder.name}.json").read_text()) == again
     table = subprocess.run(
         script + ["--summary", str(tmp_path)], check=True, capture_output=True, text=True
     ).stdout
