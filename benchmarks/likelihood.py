@@ -221,11 +221,12 @@ def plot_curves(groups: dict, png: Path) -> None:
             ax.plot(r["train_seconds"] / 60, r["final"]["nll"], "*", color=colours(i), markersize=10,
                     label=label)  # fmt: skip
     datasets = {dataset for _, dataset, _, _ in groups}
+    only = datasets.pop() if len(datasets) == 1 else None  # reference lines need one dataset
     for lines, style, colour, x in (
         (PUBLISHED, "--", "grey", 0.01),
         (TARGETS, ":", "firebrick", 0.92),
     ):
-        for nll, what in lines.get("mnist", []) if datasets == {"mnist"} else []:
+        for nll, what in lines.get(only, []):
             ax.axhline(nll, color=colour, linestyle=style, linewidth=0.8)
             ax.annotate(what, (x, nll), xycoords=("axes fraction", "data"), fontsize=7,
                         color=colour, va="bottom", ha="left" if x < 0.5 else "right")  # fmt: skip
