@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dense import MLP, Dense
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them and after the last one."""
+
+def mlp(sizes: list[int]) -> MLP:
+    """Linear layers with ReLU between them and after the last one (fused where possible)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-    return nn.Sequential(*layers)
+        layers += [Dense(n_in, n_out), nn.ReLU()]
+    return MLP(*layers)
 
 
 def with_condition(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -40,7 +42,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.heads = heads
         self.body = mlp([math.prod(shape) + cond_dim, *hidden])
-        self.head = nn.Linear(hidden[-1], heads * latent_dim)
+        self.head = Dense(hidden[-1], heads * latent_dim)
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None
@@ -71,7 +73,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.shape = tuple(shape)
         self.body = mlp([latent_dim, *reversed(hidden)])
-        self.out = nn.Linear(hidden[0], math.prod(shape))
+        self.out = Dense(hidden[0], math.prod(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(z)).view(-1, *self.shape)
