@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import statistics
 import sys
 import time
@@ -36,7 +37,7 @@ from vaekit.cli.args import duration
 from vaekit.data import load_data
 from vaekit.evaluate import evaluation_set, iwae_bounds
 from vaekit.runs import RunFolder, atomic_write_text, load_tensors, save_tensors
-from vaekit.train import load
+from vaekit.train import load, pick_device, resolve_precision
 
 RESULT_FILE = "likelihood.json"
 
@@ -119,6 +120,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
             for r in history
         ],
         "threads": args.threads or torch.get_num_threads(),
+        "precision": resolve_precision(config.train.precision, pick_device(config.train.device)),
+        "cpu": cpu_description(),
     }
     write_result(result, path, args.record)
     print(
@@ -128,6 +131,19 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         flush=True,
     )
     return result
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its vector extensions that matter here (speeds differ)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), ""
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    return ", ".join([model or platform.processor()] + [f for f in wanted if f in flags])
 
 
 def write_result(result: dict, path: Path, record: Path | None) -> None:

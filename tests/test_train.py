@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -20,6 +21,7 @@ import vaekit
 from conftest import RUN_FILES, read_jsonl, tiny_config
 from vaekit.config import CONFIG_VERSION, RunConfig
 from vaekit.errors import ConfigError, RunError
+from vaekit.models import build_model
 from vaekit.train import Interrupted, Trainer
 
 TIMING_FIELDS = {"train_seconds"}
@@ -282,3 +284,36 @@ def test_newer_config_version_is_refused(tmp_path):
     (run / "config.json").write_text(json.dumps(raw))
     with pytest.raises(RunError, match="newer"):
         vaekit.load(run)
+
+
+# --- precision ------------------------------------------------------------------------------
+def test_auto_precision_follows_the_hardware(monkeypatch, synth, tmp_path):
+    train_module = importlib.import_module("vaekit.train")  # vaekit.train is the function
+
+    cpu = torch.device("cpu")
+    assert train_module.resolve_precision("fp32", cpu) == "fp32"
+    assert train_module.resolve_precision("bf16", cpu) == "bf16"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(train_module, "native_bf16", lambda device, native=native: native)
+        assert train_module.resolve_precision("auto", cpu) == expected
+        config = tiny_config(precision="auto", epochs=1, device="cpu")
+        model = build_model(config.model, synth.shape)
+        trainer = Trainer(config, model, synth, run=None, progress=False)
+        assert trainer.precision == expected
+        with trainer.autocast():  # the networks run in the resolved precision
+            assert (
+                model.encoder(synth.test.x[:4])[0].dtype
+                == {
+                    "bf16": torch.bfloat16,
+                    "fp32": torch.float32,
+                }[expected]
+            )
+
+
+def test_bf16_training_learns_and_keeps_fp32_weights(synth, tmp_path):
+    run = vaekit.train(tiny_config(precision="bf16"), tmp_path / "bf16", progress=False, data=synth)
+    rows = run.history
+    assert all(torch.isfinite(torch.tensor(r["test_neg_elbo"])) for r in rows)
+    assert rows[-1]["test_neg_elbo"] < rows[0]["test_neg_elbo"]
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
+    assert json.loads((run.path / "config.json").read_text())["train"]["precision"] == "bf16"

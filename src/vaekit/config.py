@@ -18,7 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_VERSION = 1
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -87,7 +87,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     num_threads: int = 0  # 0: torch's default (one per physical core)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32) | auto
+    # (auto: bf16 where the hardware computes it natively, else fp32)
     denoise: str | None = None  # noise like gaussian:0.3: encode corrupted inputs, score clean
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam

@@ -103,6 +103,24 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (a GPU that supports it; a CPU with
+    AVX512-BF16 or AMX), so that bf16 autocast is faster than fp32 rather than emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run uses: `auto` becomes bf16 on native-bf16 hardware, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def binarize_fixed(data: Dataset, seed: int) -> Dataset:
     """Bernoulli draws made once with a fixed seed (the evaluation set for dynamic binarisation)."""
     generator = torch.Generator().manual_seed(seed)
@@ -213,7 +231,8 @@ class Trainer:
                 self.valid_set = binarize_fixed(data.valid, seed=54321)
         self.clock_started = time.perf_counter()  # start of the current timed stretch
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device, self.cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState()
         self.checkpoint_due = False  # a step-interval checkpoint waits for the next finite loss
         self.stop = {"stop": False}
@@ -234,7 +253,7 @@ class Trainer:
 
     def autocast(self):
         """Autocast the networks to bf16/fp16 when asked for; the model sums in fp32."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # --- schedule ---------------------------------------------------------------------

@@ -268,8 +268,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        help="autocast the networks to bf16/fp16 (losses in fp32; fp16 uses a gradient scaler)",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="autocast the networks to bf16/fp16 (losses in fp32; fp16 uses a gradient "
+        "scaler); auto: bf16 where the CPU or GPU computes it natively, else fp32",
     )
     g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
