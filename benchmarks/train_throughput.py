@@ -8,11 +8,6 @@ speed hits both alike; the figure that counts is the median of the per-round rat
     python benchmarks/train_throughput.py --bf16          # also vaekit with bf16 autocast
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
     python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
-    python benchmarks/train_throughput.py --kernels       # also both on the other kernels
-
-vaekit's layers run on oneDNN's fused kernels on a CPU (`vaekit.nn.dense`); the textbook
-loop runs the same model on PyTorch's default ones (MKL GEMMs, separate ReLU), as a
-hand-written model would. `--kernels` separates the two effects.
 """
 
 from __future__ import annotations
@@ -28,7 +23,6 @@ import vaekit
 from vaekit.config import RunConfig
 from vaekit.data import load_data
 from vaekit.models import build_model
-from vaekit.nn.dense import use_fused_kernels
 from vaekit.train import Trainer
 
 
@@ -101,16 +95,6 @@ def careful_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> float
     return steps * size / (time.perf_counter() - started)
 
 
-def plain_kernels(rate_fn):
-    """The same contender on PyTorch's default kernels (vaekit's fused layers switched off)."""
-
-    def rate(config, data, steps):
-        with use_fused_kernels(False):
-            return rate_fn(config, data, steps)
-
-    return rate
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -118,39 +102,35 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time vaekit with bf16")
     parser.add_argument("--elbo", action="store_true", help="train 10 epochs fp32 and bf16")
     parser.add_argument("--careful", action="store_true", help="also time a careful plain loop")
-    parser.add_argument(
-        "--kernels",
-        action="store_true",
-        help="also time vaekit on PyTorch's default kernels and the DataLoader loop on "
-        "vaekit's fused kernels",
-    )
     args = parser.parse_args()
 
     config = vaekit.preset("reference")
     data = load_data(config.data)
     bf16 = RunConfig.from_dict(config.to_dict())
     bf16.train.precision = "bf16"
-    # the textbook loop runs the same model on PyTorch's default kernels (nn.Linear, ReLU)
-    contenders = {"vaekit": vaekit_rate, "dataloader": plain_kernels(dataloader_rate)}
-    ratios = {"ratio": ("vaekit", "dataloader")}
-    if args.kernels:
-        contenders["vaekit-plain"] = plain_kernels(vaekit_rate)
-        contenders["dataloader-fused"] = dataloader_rate
-        ratios["fused_gain"] = ("vaekit", "vaekit-plain")
-        ratios["same_kernels_ratio"] = ("vaekit", "dataloader-fused")
-    if args.bf16:
-        contenders["vaekit-bf16"] = lambda _, data, steps: vaekit_rate(bf16, data, steps)
-        ratios["bf16_ratio"] = ("vaekit-bf16", "vaekit")
-    if args.careful:
-        contenders["careful"] = plain_kernels(careful_rate)
-        ratios["vs_careful"] = ("vaekit", "careful")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps/round")
     rows = []
     for round_ in range(args.rounds):
-        order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
-        rates = {name: contenders[name](config, data, args.steps) for name in order}
-        rates = {name: rates[name] for name in contenders}
-        rates.update({k: rates[a] / rates[b] for k, (a, b) in ratios.items()})
+        contenders = [("vaekit", config), ("dataloader", None)]
+        if args.bf16:
+            contenders.append(("vaekit-bf16", bf16))
+        if args.careful:
+            contenders.append(("careful", "careful"))
+        if round_ % 2:
+            contenders.reverse()
+        rates = {}
+        for name, cfg in contenders:
+            if cfg is None:
+                rates[name] = dataloader_rate(config, data, args.steps)
+            elif cfg == "careful":
+                rates[name] = careful_rate(config, data, args.steps)
+            else:
+                rates[name] = vaekit_rate(cfg, data, args.steps)
+        rates["ratio"] = rates["vaekit"] / rates["dataloader"]
+        if args.careful:
+            rates["vs_careful"] = rates["vaekit"] / rates["careful"]
+        if args.bf16:
+            rates["bf16_ratio"] = rates["vaekit-bf16"] / rates["vaekit"]
         rows.append(rates)
         print(f"round {round_ + 1}: " + "  ".join(f"{k} {v:,.2f}" for k, v in rates.items()))
     print(

@@ -33,7 +33,6 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..likelihoods import build_likelihood
-from ..nn.dense import Dense
 from ..nn.mlp import MLPDecoder, mlp
 from ..noise import randn_batch
 from .base import LOG_2PI, LossTerms, gaussian_kl
@@ -61,7 +60,7 @@ class GaussianHead(nn.Module):
 
     def __init__(self, n_in: int, size: int) -> None:
         super().__init__()
-        self.linear = Dense(n_in, 2 * size)
+        self.linear = nn.Linear(n_in, 2 * size)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_var = self.linear(h).chunk(2, dim=-1)

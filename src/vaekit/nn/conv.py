@@ -16,7 +16,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .dense import MLP, Dense
 from .mlp import mlp, with_condition
 
 # extra layers run at a stage's resolution, given its channel count (ResNet: residual blocks)
@@ -71,7 +70,7 @@ class ConvEncoder(nn.Module):
         h, w = stage_sizes(height, width, len(channels))[-1]
         flat = channels[-1] * h * w + cond_dim
         self.body = mlp([flat, *hidden])
-        self.head = Dense(hidden[-1] if hidden else flat, heads * latent_dim)
+        self.head = nn.Linear(hidden[-1] if hidden else flat, heads * latent_dim)
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None
@@ -97,7 +96,7 @@ class ConvDecoder(nn.Module):
         self.start = (channels[-1], *sizes[-1])
         self.body = mlp([latent_dim, *reversed(hidden)])
         n_in = hidden[0] if hidden else latent_dim
-        self.to_map = MLP(Dense(n_in, math.prod(self.start)), nn.ReLU())
+        self.to_map = nn.Sequential(nn.Linear(n_in, math.prod(self.start)), nn.ReLU())
         layers: list[nn.Module] = []
         targets = [out_channels, *channels[:-1]]
         for stage in reversed(range(len(channels))):

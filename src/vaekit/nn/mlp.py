@@ -8,15 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dense import MLP, Dense
 
-
-def mlp(sizes: list[int]) -> MLP:
-    """Linear layers with ReLU between them and after the last one (fused where possible)."""
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them and after the last one."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [Dense(n_in, n_out), nn.ReLU()]
-    return MLP(*layers)
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*layers)
 
 
 def with_condition(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -42,7 +40,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.heads = heads
         self.body = mlp([math.prod(shape) + cond_dim, *hidden])
-        self.head = Dense(hidden[-1], heads * latent_dim)
+        self.head = nn.Linear(hidden[-1], heads * latent_dim)
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None
@@ -73,7 +71,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.shape = tuple(shape)
         self.body = mlp([latent_dim, *reversed(hidden)])
-        self.out = Dense(hidden[0], math.prod(shape))
+        self.out = nn.Linear(hidden[0], math.prod(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(z)).view(-1, *self.shape)
