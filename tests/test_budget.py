@@ -166,6 +166,9 @@ def test_likelihood_presets_hold_out_validation_and_spend_an_hour():
         assert (config.train.batch_size, config.train.weight_decay) == (256, 0.01)
         assert (config.model.prior, config.model.prior_components) == ("vamp", 100)
     assert vaekit.preset("likelihood-hvae").model.latent_layers == [32, 16]
+    # bf16 only where the hardware has it natively; the one-layer preset stays fp32
+    assert vaekit.preset("likelihood-hvae").train.precision == "auto"
+    assert vaekit.preset("likelihood-mlp").train.precision == "fp32"
     mlp = build_model(vaekit.preset("likelihood-mlp").model, (1, 28, 28))
     assert isinstance(mlp, VampPriorVAE)
 
