@@ -8,6 +8,10 @@ speed hits both alike; the figure that counts is the median of the per-round rat
     python benchmarks/train_throughput.py --bf16          # also vaekit with bf16 autocast
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
     python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
+    python benchmarks/train_throughput.py --autograd      # also vaekit with train.step autograd
+
+vaekit's step on this config is its hand-written one (models/manual.py, train.step "auto");
+`--autograd` times the same trainer on autograd's gradients.
 """
 
 from __future__ import annotations
@@ -102,12 +106,17 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time vaekit with bf16")
     parser.add_argument("--elbo", action="store_true", help="train 10 epochs fp32 and bf16")
     parser.add_argument("--careful", action="store_true", help="also time a careful plain loop")
+    parser.add_argument(
+        "--autograd", action="store_true", help="also time vaekit with train.step autograd"
+    )
     args = parser.parse_args()
 
     config = vaekit.preset("reference")
     data = load_data(config.data)
     bf16 = RunConfig.from_dict(config.to_dict())
     bf16.train.precision = "bf16"
+    autograd = RunConfig.from_dict(config.to_dict())
+    autograd.train.step = "autograd"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps/round")
     rows = []
     for round_ in range(args.rounds):
@@ -116,6 +125,8 @@ def main() -> None:
             contenders.append(("vaekit-bf16", bf16))
         if args.careful:
             contenders.append(("careful", "careful"))
+        if args.autograd:
+            contenders.append(("vaekit-autograd", autograd))
         if round_ % 2:
             contenders.reverse()
         rates = {}
@@ -131,6 +142,8 @@ def main() -> None:
             rates["vs_careful"] = rates["vaekit"] / rates["careful"]
         if args.bf16:
             rates["bf16_ratio"] = rates["vaekit-bf16"] / rates["vaekit"]
+        if args.autograd:
+            rates["vs_autograd"] = rates["vaekit"] / rates["vaekit-autograd"]
         rows.append(rates)
         print(f"round {round_ + 1}: " + "  ".join(f"{k} {v:,.2f}" for k, v in rates.items()))
     print(

@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+STEPS = ("auto", "autograd")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -96,6 +97,8 @@ class TrainConfig:
     lr_min: float = 0.0  # cosine: the learning rate at the end of the run
     time_budget: float = 0.0  # seconds of training; the run ends cleanly there (0: no budget)
     eval_every: int = 1  # evaluate (validation and test) every N epochs, and at the end
+    step: str = "auto"  # auto: hand-written gradients where they apply (models/manual.py)
+    # | autograd (always autograd)
 
 
 @dataclass
@@ -199,6 +202,10 @@ class RunConfig:
         _check(
             self.train.precision in PRECISIONS,
             f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}",
+        )
+        _check(
+            self.train.step in STEPS,
+            f"train.step must be one of {', '.join(STEPS)}, got {self.train.step!r}",
         )
         _check(self.data.binarize in ("none", "dynamic"), "data.binarize must be none or dynamic")
         _check(0 < self.data.test_fraction < 1, "data.test_fraction must be between 0 and 1")

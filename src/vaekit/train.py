@@ -39,6 +39,7 @@ from .evaluate import (
     reconstruction_mse,
 )
 from .models import build_model, configure_model, label_args, prepare_data
+from .models.manual import manual_step
 from .noise import batch_shard, binarize
 from .runs import (
     RunFolder,
@@ -245,6 +246,8 @@ class Trainer:
             world_size=context.world_size,
         )
         self.objective: nn.Module = Objective(self.model, loss_options(config, self.model))
+        # hand-written gradients where they apply (None: autograd)
+        self.manual = manual_step(self.model, self.cfg, self.precision, context.parallel)
         if context.parallel:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -347,7 +350,11 @@ class Trainer:
         with batch_shard(self.context.rank, self.context.world_size), self.autocast():
             if self.config.data.binarize == "dynamic":
                 x = binarize(x)
-            terms = self.objective(x, self.beta_at(self.state.global_step), y)
+            beta = self.beta_at(self.state.global_step)
+            if self.manual is not None:
+                terms = self.manual.forward(x, beta)
+            else:
+                terms = self.objective(x, beta, y)
         loss = terms.loss.item()
         flags = [float(not math.isfinite(loss)), float(self.stop["stop"]), self.over_budget()]
         diverged, self.stop["stop"], out_of_time = distributed.all_reduce_max(flags, self.context)
@@ -360,7 +367,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_now()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms.loss).backward()
+        if self.manual is not None:
+            self.manual.backward()
+        else:
+            self.scaler.scale(terms.loss).backward()
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients (fp16: unscaled)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -66,6 +66,7 @@ TRAIN_OVERRIDES = {
     "device": ("train", "device"),
     "threads": ("train", "num_threads"),
     "precision": ("train", "precision"),
+    "step": ("train", "step"),
     "name": (None, "name"),
     "n_samples": (None, "n_samples"),
 }
@@ -271,6 +272,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         choices=["fp32", "bf16", "fp16", "auto"],
         help="autocast the networks to bf16/fp16 (losses in fp32; fp16 uses a gradient "
         "scaler); auto: bf16 where the CPU or GPU computes it natively, else fp32",
+    )
+    g.add_argument(
+        "--step",
+        choices=["auto", "autograd"],
+        help="auto (default): hand-written gradients for the plain MLP VAE with a Bernoulli "
+        "likelihood in fp32 (same results, faster); autograd: always autograd",
     )
     g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
