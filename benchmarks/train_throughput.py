@@ -1,10 +1,11 @@
 """Training throughput: vaekit's trainer against a plain DataLoader loop, same model.
 
 Both train the reference config (MLP 784-400-20, batch 128, Adam 1e-3, Bernoulli) on
-built-in MNIST. They run interleaved (A B, then B A, ...) so that drift in this machine's
-speed hits both alike; the figure that counts is the median of the per-round ratios.
+built-in MNIST. Each contender is built and warmed up once, then they take turns in short
+rounds (A B, then B A, ...), each continuing where it stopped, so that drift in this
+machine's speed hits all alike; the figure that counts is the median of the per-round ratios.
 
-    python benchmarks/train_throughput.py                 # fp32, 5 rounds of 1 epoch
+    python benchmarks/train_throughput.py                 # fp32, 31 rounds of 100 steps
     python benchmarks/train_throughput.py --bf16          # also vaekit with bf16 autocast
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
     python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,80 +31,99 @@ from vaekit.data import load_data
 from vaekit.models import build_model
 from vaekit.train import Trainer
 
+WARMUP_STEPS = 20
+Contender = Callable[[int], float]  # steps -> images per second over those steps
 
-def vaekit_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> float:
-    """Images/s of vaekit's own training step over its in-memory batch iterator."""
+
+def forever(batches: Callable[[int], Iterator]) -> Iterator:
+    """Batches of epoch 0, 1, 2, ... without end."""
+    epoch = 0
+    while True:
+        yield from batches(epoch)
+        epoch += 1
+
+
+def timed(step: Callable[[], int]) -> Contender:
+    """A contender from one training step (returning its batch size), warmed up."""
+    for _ in range(WARMUP_STEPS):
+        step()
+
+    def run(steps: int) -> float:
+        started = time.perf_counter()
+        images = sum(step() for _ in range(steps))
+        return images / (time.perf_counter() - started)
+
+    return run
+
+
+def vaekit_contender(config: RunConfig, data) -> Contender:
+    """vaekit's own training step over its in-memory batch iterator."""
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     trainer = Trainer(config, model, data, run=None, progress=False)
-    batches = iter(trainer.batches.epoch(0))
-    for _ in range(warmup):
-        trainer.train_step(next(batches)[0])
-    images, started = 0, time.perf_counter()
-    for _ in range(steps):
-        x, _ = next(batches, (None, None))
-        if x is None:
-            batches = iter(trainer.batches.epoch(1))
-            x, _ = next(batches)
+    batches = forever(trainer.batches.epoch)
+
+    def step() -> int:
+        x, _ = next(batches)
         trainer.train_step(x)
-        images += len(x)
-    return images / (time.perf_counter() - started)
+        return len(x)
+
+    return timed(step)
 
 
-def dataloader_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> float:
-    """Images/s of the textbook loop: DataLoader over a TensorDataset, default Adam."""
+def dataloader_contender(config: RunConfig, data) -> Contender:
+    """The textbook loop: DataLoader over a TensorDataset, default Adam."""
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     loader = DataLoader(
         TensorDataset(data.train.x, data.train.y), batch_size=config.train.batch_size, shuffle=True
     )
+    batches = forever(lambda epoch: loader)
 
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-    images, started = 0, None
-    for step in range(warmup + steps):
-        if step == warmup:
-            images, started = 0, time.perf_counter()
-        x, _ = next(stream)
+    def step() -> int:
+        x, _ = next(batches)
         loss = model.loss(x).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        images += len(x)
-    return images / (time.perf_counter() - started)
+        return len(x)
+
+    return timed(step)
 
 
-def careful_rate(config: RunConfig, data, steps: int, warmup: int = 20) -> float:
-    """Images/s of a careful hand-written loop: in-memory index_select batches, fused Adam,
-    no trainer (what vaekit's own step is measured against with --careful)."""
+def careful_contender(config: RunConfig, data) -> Contender:
+    """A careful hand-written loop: in-memory index_select batches, fused Adam, autograd,
+    no trainer."""
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=True)
-    size = config.train.batch_size
-    order = torch.randperm(len(data.train.x)).repeat(
-        1 + (warmup + steps) * size // len(data.train.x)
-    )
-    started = None
-    for step in range(warmup + steps):
-        if step == warmup:
-            started = time.perf_counter()
-        x = data.train.x.index_select(0, order[step * size : (step + 1) * size])
+    size, n = config.train.batch_size, len(data.train.x)
+    orders = forever(lambda epoch: torch.randperm(n).split(size))
+
+    def step() -> int:
+        x = data.train.x.index_select(0, next(orders))
         loss = model.loss(x).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss.item()
-    return steps * size / (time.perf_counter() - started)
+        return len(x)
+
+    return timed(step)
+
+
+def with_changes(config: RunConfig, **train: object) -> RunConfig:
+    changed = RunConfig.from_dict(config.to_dict())
+    for key, value in train.items():
+        setattr(changed.train, key, value)
+    return changed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=469, help="timed steps per contender")
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--steps", type=int, default=100, help="steps per contender per round")
     parser.add_argument("--bf16", action="store_true", help="also time vaekit with bf16")
     parser.add_argument("--elbo", action="store_true", help="train 10 epochs fp32 and bf16")
     parser.add_argument("--careful", action="store_true", help="also time a careful plain loop")
@@ -113,37 +134,35 @@ def main() -> None:
 
     config = vaekit.preset("reference")
     data = load_data(config.data)
-    bf16 = RunConfig.from_dict(config.to_dict())
-    bf16.train.precision = "bf16"
-    autograd = RunConfig.from_dict(config.to_dict())
-    autograd.train.step = "autograd"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps/round")
+    bf16 = with_changes(config, precision="bf16")
+    contenders = {
+        "vaekit": vaekit_contender(config, data),
+        "dataloader": dataloader_contender(config, data),
+    }
+    if args.bf16:
+        contenders["vaekit-bf16"] = vaekit_contender(bf16, data)
+    if args.careful:
+        contenders["careful"] = careful_contender(config, data)
+    if args.autograd:
+        contenders["vaekit-autograd"] = vaekit_contender(
+            with_changes(config, step="autograd"), data
+        )
+    others = {"ratio": "dataloader", "vs_careful": "careful", "vs_autograd": "vaekit-autograd"}
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds of "
+        f"{args.steps} steps per contender"
+    )
     rows = []
     for round_ in range(args.rounds):
-        contenders = [("vaekit", config), ("dataloader", None)]
-        if args.bf16:
-            contenders.append(("vaekit-bf16", bf16))
-        if args.careful:
-            contenders.append(("careful", "careful"))
-        if args.autograd:
-            contenders.append(("vaekit-autograd", autograd))
+        order = list(contenders)
         if round_ % 2:
-            contenders.reverse()
-        rates = {}
-        for name, cfg in contenders:
-            if cfg is None:
-                rates[name] = dataloader_rate(config, data, args.steps)
-            elif cfg == "careful":
-                rates[name] = careful_rate(config, data, args.steps)
-            else:
-                rates[name] = vaekit_rate(cfg, data, args.steps)
-        rates["ratio"] = rates["vaekit"] / rates["dataloader"]
-        if args.careful:
-            rates["vs_careful"] = rates["vaekit"] / rates["careful"]
-        if args.bf16:
+            order.reverse()
+        rates = {name: contenders[name](args.steps) for name in order}
+        for key, other in others.items():  # vaekit's rate over another contender's
+            if other in rates:
+                rates[key] = rates["vaekit"] / rates[other]
+        if "vaekit-bf16" in rates:
             rates["bf16_ratio"] = rates["vaekit-bf16"] / rates["vaekit"]
-        if args.autograd:
-            rates["vs_autograd"] = rates["vaekit"] / rates["vaekit-autograd"]
         rows.append(rates)
         print(f"round {round_ + 1}: " + "  ".join(f"{k} {v:,.2f}" for k, v in rates.items()))
     print(
