@@ -109,12 +109,18 @@ def test_trainer_uses_it_for_the_reference_vae(synth):
     assert Trainer(config, model, synth, progress=False).manual is None
 
 
-@pytest.mark.parametrize("binarize", ["none", "dynamic"])
-def test_a_run_is_the_same_run_with_either_step(synth, tmp_path, binarize):
+@pytest.mark.parametrize(
+    "binarize, train",
+    [
+        ("none", {"kl_warmup_epochs": 1, "lr_schedule": "cosine"}),
+        ("dynamic", {"grad_clip": 1.0, "weight_decay": 0.01, "beta": 2.0}),
+    ],
+)
+def test_a_run_is_the_same_run_with_either_step(synth, tmp_path, binarize, train):
     """Same seed, same noise draws: the metrics agree to rounding after 2 epochs."""
     runs = {}
     for step in ("auto", "autograd"):
-        config = tiny_config(step=step, kl_warmup_epochs=1, lr_schedule="cosine")
+        config = tiny_config(step=step, **train)
         config.data.binarize = binarize
         runs[step] = vaekit.train(
             config, tmp_path / step, progress=False, outputs=False, data=synth
