@@ -20,12 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn.mlp import MLPDecoder, MLPEncoder
 from ..noise import randn_batch
-from .base import GaussianVAE, LossTerms
+from .base import GaussianVAE, LossTerms, gaussian_kl
 
 _threshold_backward = torch.ops.aten.threshold_backward  # g * (h > 0): ReLU's backward
 
@@ -87,9 +86,9 @@ class ManualStep:
         eps = randn_batch(z_mean.shape, 0, None, z_mean.device, z_mean.dtype)
         z = torch.addcmul(z_mean, std, eps)
         logits, decoder_inputs = _mlp_forward(self.decoder, z)  # (B, D)
-        recon = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / batch
-        var = std * std
-        kl = 0.5 * (var + z_mean * z_mean - 1.0 - z_log_var).sum() / batch
+        recon = self.model.likelihood.nll_sum(logits, target) / batch
+        kl = gaussian_kl(z_mean, z_log_var).sum() / batch
+        var = std * std  # exp(z_log_var), for the backward
         self.saved = dict(
             target=target, logits=logits, z_mean=z_mean, std=std, var=var, eps=eps, beta=beta,
             encoder_inputs=encoder_inputs, decoder_inputs=decoder_inputs,
