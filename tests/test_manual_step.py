@@ -49,7 +49,8 @@ def test_loss_and_gradients_equal_autograd(hidden):
         torch.testing.assert_close(manual[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_backward_needs_a_forward_and_accumulates_like_autograd():
+def test_backward_needs_a_forward_and_replaces_old_gradients():
+    """The Trainer skips zero_grad before this step's backward: stale gradients must go."""
     vae, step = model_and_step()
     with pytest.raises(RuntimeError, match="forward first"):
         step.backward()
@@ -58,11 +59,13 @@ def test_backward_needs_a_forward_and_accumulates_like_autograd():
     step.forward(x, 1.0)
     step.backward()
     once = {n: p.grad.clone() for n, p in vae.named_parameters()}
+    for p in vae.parameters():
+        p.grad = torch.full_like(p, 123.0)
     torch.manual_seed(0)
     step.forward(x, 1.0)
     step.backward()
     for n, p in vae.named_parameters():
-        torch.testing.assert_close(p.grad, 2 * once[n])
+        torch.testing.assert_close(p.grad, once[n])
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ from .evaluate import (
 from .models import build_model, configure_model, label_args, prepare_data
 from .models.manual import manual_step
 from .noise import batch_shard, binarize
+from .optim import FusedAdamStep, make_optimizer
 from .runs import (
     RunFolder,
     flatten_optimizer,
@@ -231,7 +232,8 @@ class Trainer:
             if data.valid is not None:
                 self.valid_set = binarize_fixed(data.valid, seed=54321)
         self.clock_started = time.perf_counter()  # start of the current timed stretch
-        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.device, self.cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)
+        self.optimizer_step = FusedAdamStep(self.optimizer)  # optimizer.step(), leaner
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState()
@@ -257,7 +259,9 @@ class Trainer:
     def autocast(self):
         """Autocast the networks to bf16/fp16 when asked for; the model sums in fp32."""
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        if dtype is None:
+            return nullcontext()  # fp32: cheaper than a disabled autocast
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
@@ -366,16 +370,19 @@ class Trainer:
         if self.cfg.lr_schedule != "constant":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_now()
-        self.optimizer.zero_grad(set_to_none=True)
         if self.manual is not None:
-            self.manual.backward()
+            self.manual.backward()  # sets every .grad: nothing to zero first
         else:
+            self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(terms.loss).backward()
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients (fp16: unscaled)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer_step()
         return {"loss": loss, "recon": terms.recon.item(), "kl": terms.kl.item()}
 
     def fit(self) -> list[dict[str, Any]]:
@@ -535,20 +542,6 @@ def train_labels(model: nn.Module, y: torch.Tensor | None) -> torch.Tensor | Non
 def weights_are_finite(model: nn.Module) -> bool:
     """No parameter or buffer of `model` holds NaN or infinity."""
     return all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point())
-
-
-def make_optimizer(
-    model: nn.Module, lr: float, device: torch.device, weight_decay: float = 0.0
-) -> torch.optim.Optimizer:
-    """Adam, or AdamW (decoupled weight decay) when `weight_decay` > 0; the fused kernel (one
-    pass over all parameters) where this torch has it."""
-    kind, options = torch.optim.Adam, {"lr": lr}
-    if weight_decay > 0:
-        kind, options["weight_decay"] = torch.optim.AdamW, weight_decay
-    try:
-        return kind(model.parameters(), **options, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return kind(model.parameters(), **options)
 
 
 def format_epoch(row: dict[str, Any], epochs: int) -> str:

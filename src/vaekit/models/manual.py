@@ -69,7 +69,8 @@ def manual_step(
 
 
 class ManualStep:
-    """forward(x, beta) -> LossTerms, then backward() writes every parameter's .grad."""
+    """forward(x, beta) -> LossTerms, then backward() sets every parameter's .grad (replacing
+    what was there, as after zero_grad and autograd's backward)."""
 
     def __init__(self, model: GaussianVAE, encoder: list[nn.Linear], decoder: list[nn.Linear]):
         self.model = model
@@ -130,18 +131,10 @@ def _mlp_backward(
     gradient with respect to the first layer's input when `need_input`."""
     for i in range(len(layers) - 1, -1, -1):
         layer, h = layers[i], inputs[i]
-        _accumulate(layer.weight, g.t().mm(h))
-        _accumulate(layer.bias, g.sum(0))
+        layer.weight.grad = g.t().mm(h)
+        layer.bias.grad = g.sum(0)
         if i > 0:
             g = _threshold_backward(g.mm(layer.weight), h, 0)  # h is a ReLU output
         elif need_input:
             return g.mm(layer.weight)
     return None
-
-
-def _accumulate(parameter: nn.Parameter, grad: torch.Tensor) -> None:
-    """parameter.grad += grad, as autograd's backward does (set it when there is none)."""
-    if parameter.grad is None:
-        parameter.grad = grad
-    else:
-        parameter.grad.add_(grad)
