@@ -10,9 +10,12 @@ machine's speed hits all alike; the figure that counts is the median of the per-
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
     python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
     python benchmarks/train_throughput.py --autograd      # also vaekit with train.step autograd
+    python benchmarks/train_throughput.py --optimizer-step  # also vaekit via optimizer.step()
 
 vaekit's step on this config is its hand-written one (models/manual.py, train.step "auto");
-`--autograd` times the same trainer on autograd's gradients.
+`--autograd` times the same trainer on autograd's gradients; `--optimizer-step` times it
+stepping Adam through `optimizer.step()` instead of vaekit's direct call of the same kernel
+(optim.FusedAdamStep).
 """
 
 from __future__ import annotations
@@ -56,11 +59,14 @@ def timed(step: Callable[[], int]) -> Contender:
     return run
 
 
-def vaekit_contender(config: RunConfig, data) -> Contender:
-    """vaekit's own training step over its in-memory batch iterator."""
+def vaekit_contender(config: RunConfig, data, optimizer_step: bool = False) -> Contender:
+    """vaekit's own training step over its in-memory batch iterator (`optimizer_step`:
+    stepping Adam through torch.optim's optimizer.step())."""
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     trainer = Trainer(config, model, data, run=None, progress=False)
+    if optimizer_step:
+        trainer.optimizer_step = trainer.optimizer.step
     batches = forever(trainer.batches.epoch)
 
     def step() -> int:
@@ -130,6 +136,9 @@ def main() -> None:
     parser.add_argument(
         "--autograd", action="store_true", help="also time vaekit with train.step autograd"
     )
+    parser.add_argument(
+        "--optimizer-step", action="store_true", help="also time vaekit via optimizer.step()"
+    )
     args = parser.parse_args()
 
     config = vaekit.preset("reference")
@@ -147,7 +156,14 @@ def main() -> None:
         contenders["vaekit-autograd"] = vaekit_contender(
             with_changes(config, step="autograd"), data
         )
-    others = {"ratio": "dataloader", "vs_careful": "careful", "vs_autograd": "vaekit-autograd"}
+    if args.optimizer_step:
+        contenders["vaekit-optimizer-step"] = vaekit_contender(config, data, optimizer_step=True)
+    others = {
+        "ratio": "dataloader",
+        "vs_careful": "careful",
+        "vs_autograd": "vaekit-autograd",
+        "vs_optimizer_step": "vaekit-optimizer-step",
+    }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds of "
         f"{args.steps} steps per contender"
