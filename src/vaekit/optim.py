@@ -9,8 +9,8 @@ optimizer's own state, so checkpoints, learning-rate changes and `state_dict` ar
 from __future__ import annotations
 
 import torch
+import torch.optim.optimizer as torch_optimizer
 from torch import nn
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -85,6 +85,6 @@ class FusedAdamStep:
         return bool(
             optimizer._optimizer_step_pre_hooks
             or optimizer._optimizer_step_post_hooks
-            or _global_optimizer_pre_hooks
-            or _global_optimizer_post_hooks
+            or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
+            or getattr(torch_optimizer, "_global_optimizer_post_hooks", None)
         )
