@@ -19,6 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import vaekit
+from train_throughput import forever  # this folder: run as `python benchmarks/...`
 from vaekit.data import load_data
 from vaekit.models import build_model
 from vaekit.train import Trainer
@@ -31,14 +32,7 @@ def trainer_steps(steps: int):
     data = load_data(config.data)
     model = build_model(config.model, data.shape)
     trainer = Trainer(config, model, data, run=None, progress=False)
-
-    def batches():
-        epoch = 0
-        while True:
-            yield from trainer.batches.epoch(epoch)
-            epoch += 1
-
-    stream = batches()
+    stream = forever(trainer.batches.epoch)
 
     def run() -> None:
         for _ in range(steps):

@@ -34,20 +34,21 @@ class FusedAdamStep:
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         group = optimizer.param_groups[0]
+        params = group["params"]
+        decoupled = group.get("decoupled_weight_decay", type(optimizer) is torch.optim.AdamW)
+        self.kernel = getattr(torch, "_fused_adamw_" if decoupled else "_fused_adam_", None)
         self.usable = (
             type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
-            and hasattr(torch, "_fused_adam_")
+            and self.kernel is not None
             and len(optimizer.param_groups) == 1
             and group.get("fused") is True
-            and not any(group.get(key) for key in ("amsgrad", "maximize", "capturable"))
-            and not group.get("differentiable")
+            and not any(
+                group.get(k) for k in ("amsgrad", "maximize", "capturable", "differentiable")
+            )
+            and all(  # one kernel call needs one device and dtype
+                p.device == params[0].device and p.dtype == params[0].dtype for p in params
+            )
         )
-        params = group["params"]
-        self.usable = self.usable and all(  # one kernel call needs one device and dtype
-            p.device == params[0].device and p.dtype == params[0].dtype for p in params
-        )
-        decoupled = group.get("decoupled_weight_decay", type(optimizer) is torch.optim.AdamW)
-        self.kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
 
     def __call__(self) -> None:
         optimizer = self.optimizer
