@@ -32,13 +32,16 @@ from vaekit.explore import (
     load_image_file,
     manifold,
     open_run,
+    prior_axes,
     prior_quantiles,
     resolve_input,
     slerp,
     subsample,
     traverse,
 )
-from vaekit.models.base import GaussianVAE
+from vaekit.models import build_model
+from vaekit.models.base import GaussianVAE, gaussian_kl
+from vaekit.models.pca import PCAModel
 from vaekit.report import write_report
 
 
@@ -102,6 +105,57 @@ def test_manifold_decodes_the_grid_over_the_chosen_dims_with_others_zero() -> No
             z[row * 3 + col, 3] = values[2 - row]
     torch.testing.assert_close(result.images, model.decode_mean(z).detach())
     assert result.dims == (1, 3)
+
+
+def test_manifold_of_a_model_with_its_own_prior_spans_that_prior() -> None:
+    """PCA's prior is N(0, diag(variances)): each axis must hold that dimension's quantiles
+    (not N(0, 1)'s), and every other dimension its median, 0."""
+    model = PCAModel(vaekit.ModelConfig(name="pca", latent_dim=3), (1, 8, 8))
+    torch.manual_seed(0)
+    model.components.copy_(torch.randn(3, 64))
+    model.variances.copy_(torch.tensor([9.0, 0.25, 4.0]))
+    result = manifold(model, grid=5, dims=(0, 2))
+    exact = prior_quantiles(5)
+    torch.testing.assert_close(result.values[0], 3.0 * exact, atol=0.08, rtol=0)
+    torch.testing.assert_close(result.values[1], 2.0 * exact, atol=0.06, rtol=0)
+    assert (result.center / model.variances.sqrt()).abs().max() < 0.05  # within 5 SE
+    z = result.center.repeat(25, 1)
+    for row in range(5):
+        for col in range(5):
+            z[row * 5 + col, 0], z[row * 5 + col, 2] = (
+                result.values[0, col],
+                result.values[1, 4 - row],
+            )
+    torch.testing.assert_close(result.images, model.decode_mean(z))
+    again = prior_axes(model, 5, (0, 2))  # seeded: the same grid every time
+    torch.testing.assert_close(again[0], result.values)
+
+
+def test_vampprior_grid_and_kl_ranking_follow_the_mixture(synth) -> None:
+    """A VampPrior sits wherever its pseudo-inputs encode, not at N(0, I): the grid must
+    cover its draws (equal mass per cell), and an image whose posterior IS the prior (the
+    one pseudo-input, K = 1) must score KL 0 in every dimension, where the N(0, 1) KL
+    would not."""
+    config = tiny_config().model
+    config.name, config.prior_components = "vamp", 1
+    torch.manual_seed(0)
+    model = build_model(config, synth.shape).eval()
+    with torch.no_grad():
+        model.encoder.head.bias.add_(3.0)  # move every posterior (and so the prior) off 0
+    values, center = prior_axes(model, 4, (0, 1))
+    draws = model.sample_prior(20_000, torch.Generator().manual_seed(5)).detach()
+    inside = (draws[:, :2, None] < values[None]).float().mean(0)  # (2, 4): mass below
+    torch.testing.assert_close(
+        inside, torch.tensor([[0.125, 0.375, 0.625, 0.875]] * 2), atol=0.02, rtol=0
+    )
+    torch.testing.assert_close(center, draws.median(0).values, atol=0.05, rtol=0)
+    assert center.abs().min() > 0.5  # not 0: the old grid would have missed the prior
+    prior_image = model.pseudo_inputs.detach().clamp(0, 1)  # (1, C, H, W)
+    scores = kl_per_dim(model, prior_image.repeat(3, 1, 1, 1))
+    torch.testing.assert_close(scores, torch.zeros_like(scores), atol=1e-4, rtol=0)
+    with torch.no_grad():
+        z_mean, z_log_var = model.encode(prior_image)
+    assert gaussian_kl(z_mean, z_log_var).sum() > 1.0
 
 
 def test_manifold_of_a_one_dimensional_latent_is_one_row() -> None:

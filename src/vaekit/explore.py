@@ -21,13 +21,14 @@ from torch import nn
 from . import plots
 from .data import BatchIterator, Dataset, DataSplits, load_data
 from .errors import ConfigError, DataError
-from .models.base import gaussian_kl
+from .models.base import GaussianVAE, gaussian_kl, reparameterize
 from .runs import RunFolder
 
 METHODS = ("auto", "pca", "tsne")
 PATHS = ("lerp", "slerp")
 DEFAULT_N, TSNE_DEFAULT_N = 5000, 2000  # test images in a latent plot
 MAX_TRAVERSE_ROWS = 16  # default rows of a traversal: the 16 dims carrying the most KL
+PRIOR_DRAWS = 20_000  # draws of a prior other than N(0, I) for its quantiles and medians
 
 
 # --- a run's model and data -------------------------------------------------------------
@@ -128,14 +129,34 @@ def encode_means(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> t
     return torch.cat([model.encode(xb.to(device))[0].float().cpu() for xb, _ in chunks])
 
 
+def own_prior(model: nn.Module) -> bool:
+    """Whether the model's prior over codes is its own (a VampPrior, an autoencoder's fitted
+    Gaussian, PCA's variances) rather than N(0, I)."""
+    sample_prior = getattr(type(model), "sample_prior", None)
+    return sample_prior is not None and sample_prior is not GaussianVAE.sample_prior
+
+
 @torch.no_grad()
-def kl_per_dim(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """KL(q(z_d|x) || N(0, 1)) of each latent dimension d, averaged over x: (D,) in nats."""
+def kl_per_dim(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: int = 0
+) -> torch.Tensor:
+    """KL(q(z_d|x) || p(z_d)) of each latent dimension d, averaged over x: (D,) in nats.
+
+    Closed form for N(0, I). A VAE with its own prior (VampPrior) gives the model's seeded
+    one-sample estimate against each dimension's marginal of the prior instead, so that an
+    unused dimension scores ~0 wherever the prior puts it."""
     device = _device(model)
+    estimate = isinstance(model, GaussianVAE) and own_prior(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for xb, _ in BatchIterator(x, None, batch_size, shuffle=False):
         z_mean, z_log_var = model.encode(xb.to(device))
-        total += gaussian_kl(z_mean.double(), z_log_var.double()).sum(0).cpu()
+        if estimate:
+            z = reparameterize(z_mean, z_log_var, generator)
+            per_dim = model.kl_terms(z, z_mean, z_log_var)[1]
+        else:
+            per_dim = gaussian_kl(z_mean.double(), z_log_var.double())
+        total += per_dim.double().sum(0).cpu()
     return total / len(x)
 
 
@@ -209,30 +230,50 @@ def prior_quantiles(count: int) -> torch.Tensor:
     return torch.special.ndtri(probabilities).float()
 
 
+@torch.no_grad()
+def prior_axes(
+    model: nn.Module, grid: int, dims: tuple[int, ...], seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid values along each of `dims`, (len(dims), grid) ascending: the quantiles
+    (k + 1/2) / grid of each dimension's prior marginal; and the code (latent_dim,) that the
+    other dimensions keep: the marginals' medians. Exact for N(0, I) (0 elsewhere); for a
+    model with its own prior, from PRIOR_DRAWS seeded draws of it."""
+    if not own_prior(model):
+        values = prior_quantiles(grid).expand(len(dims), grid).clone()
+        return values, torch.zeros(model.latent_dim)
+    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+    draws = model.sample_prior(PRIOR_DRAWS, generator).double().cpu()  # (N, D)
+    probabilities = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    values = torch.quantile(draws[:, list(dims)], probabilities, dim=0).T  # (len(dims), grid)
+    return values.float(), draws.median(0).values.float()
+
+
 @dataclass
 class Manifold:
-    """Decoded grid: `images` row-major, rows from high to low `values` of dims[1]."""
+    """Decoded grid: `images` row-major, rows from high to low values of dims[1]."""
 
     images: torch.Tensor  # (rows * cols, C, H, W)
-    values: torch.Tensor  # latent values along each axis (ascending)
+    values: torch.Tensor  # (len(dims), grid): the latent values along each axis, ascending
     dims: tuple[int, ...]  # the latent dimensions varied: (x,) or (x, y)
+    center: torch.Tensor  # (latent_dim,): the code every other dimension keeps
 
 
 @torch.no_grad()
 def manifold(model: nn.Module, grid: int = 20, dims: tuple[int, ...] | None = None) -> Manifold:
-    """Decode a grid x grid lattice over two latent dims (others 0), spaced by prior quantiles.
+    """Decode a grid x grid lattice over two latent dims spaced by the quantiles of the
+    model's prior (`prior_axes`), every other dim at its prior median (0 for N(0, I)).
 
     `dims` defaults to (0, 1); with one latent dimension the result is a single row."""
     dims = tuple(dims) if dims is not None else tuple(range(min(2, model.latent_dim)))
-    values = prior_quantiles(grid)
-    z = torch.zeros(grid ** len(dims), model.latent_dim)
+    values, center = prior_axes(model, grid, dims)
+    z = center.repeat(grid ** len(dims), 1)
     if len(dims) == 1:
-        z[:, dims[0]] = values
+        z[:, dims[0]] = values[0]
     else:
-        ys, xs = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: highest y
+        ys, xs = torch.meshgrid(values[1].flip(0), values[0], indexing="ij")  # top row: highest y
         z[:, dims[0]], z[:, dims[1]] = xs.reshape(-1), ys.reshape(-1)
     images = model.decode_mean(z.to(_device(model))).float().cpu()
-    return Manifold(images, values, dims)
+    return Manifold(images, values, dims, center)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -384,21 +425,23 @@ def run_scores(run: ExploreRun) -> DimensionScores:
 
 
 def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifold:
-    """Decoded grid over the two highest-KL latent dims (all others at 0)."""
+    """Decoded grid over the two highest-KL latent dims (all others at their prior medians)."""
     dims = tuple(kl_order(run_scores(run).values)[:2])
     if len(dims) == 2:
         dims = tuple(sorted(dims))
     result = manifold(run.model, grid, dims)
-    ticks = [f"{v:.2f}" for v in result.values]
-    rest = " (others 0)" if run.model.latent_dim > len(dims) else ""
+    ticks = [[f"{v:.2f}" for v in axis] for axis in result.values.tolist()]
+    rest = ""
+    if run.model.latent_dim > len(dims):
+        rest = " (others 0)" if not result.center.any() else " (others at their prior medians)"
     title = f"{run.name}: decoded latent grid, {grid} prior quantiles per axis{rest}"
     plots.save_image_figure(
         result.images,
         grid,
         output,
         title,
-        col_labels=ticks,
-        row_labels=ticks[::-1] if len(dims) == 2 else None,
+        col_labels=ticks[0],
+        row_labels=ticks[1][::-1] if len(dims) == 2 else None,
         xlabel=f"z[{dims[0]}]",
         ylabel=f"z[{dims[1]}]" if len(dims) == 2 else "",
     )
@@ -463,7 +506,10 @@ def save_kl(run: ExploreRun, output: str | Path) -> DimensionScores:
     (the variance of the codes for models without a posterior variance)."""
     scores = run_scores(run)
     total = float(scores.values.sum())
-    if scores.kind == "KL":
+    if scores.kind == "KL" and own_prior(run.model):
+        title = f"{run.name}: KL per latent dimension against its prior marginal (estimate)"
+        ylabel = "KL (nats per example)"
+    elif scores.kind == "KL":
         title = f"{run.name}: KL per latent dimension, total {total:.2f} nats"
         ylabel = "KL (nats per example)"
     else:

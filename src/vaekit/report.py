@@ -146,8 +146,7 @@ def draw_pictures(
             "Manifold",
             scratch / "manifold.png",
             f"Images decoded from a grid over {axes} (the most informative dimensions), "
-            "spaced by quantiles of the N(0, 1) prior so that each cell holds equal prior "
-            "mass; other dimensions are 0.",
+            + manifold_caption(run.model),
         ),
         Picture(
             "Interpolation",
@@ -163,15 +162,34 @@ def draw_pictures(
             "from -3 to +3 while the others keep the code of test image 0: a dimension "
             "that matters changes the image along its row.",
         ),
-        Picture("KL per dimension", scratch / "kl.png", kl_caption(scores)),
+        Picture("KL per dimension", scratch / "kl.png", kl_caption(scores, run.model)),
     ]
 
 
-def kl_caption(scores: explore.DimensionScores) -> str:
+def manifold_caption(model: torch.nn.Module) -> str:
+    if not explore.own_prior(model):
+        return (
+            "spaced by quantiles of the N(0, 1) prior so that each cell holds equal prior "
+            "mass; other dimensions are 0."
+        )
+    return (
+        "spaced by quantiles of each dimension's marginal under the model's own prior "
+        f"(from {explore.PRIOR_DRAWS:,} draws of it) so that each cell holds equal prior "
+        "mass; other dimensions are at their prior medians."
+    )
+
+
+def kl_caption(scores: explore.DimensionScores, model: torch.nn.Module) -> str:
     if scores.kind != "KL":
         return (
             "The model encodes to points (no posterior variance, so no KL): the variance "
             "of each code dimension over the test images."
+        )
+    if explore.own_prior(model):
+        return (
+            "KL(q(z_d|x) || p(z_d)) of each latent dimension against its marginal under the "
+            "model's prior, a one-sample estimate in nats per example; these do not add up "
+            "to the KL of the whole code. Grey bars (KL <= 0.01) are unused dimensions."
         )
     return (
         "KL(q(z_d|x) || N(0, 1)) of each latent dimension in nats per example, total "

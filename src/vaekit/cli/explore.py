@@ -70,8 +70,9 @@ def add_manifold(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "manifold",
         help="decode a grid over the latent plane",
-        description="Decode a GRID x GRID lattice spaced by quantiles of the N(0, 1) prior, "
-        "over the two latent dimensions with the highest KL (others at 0).",
+        description="Decode a GRID x GRID lattice over the two latent dimensions with the "
+        "highest KL, spaced by quantiles of the prior (N(0, 1), or the model's own: VampPrior, "
+        "an autoencoder's fitted Gaussian, PCA), others at the prior's median (0 for N(0, 1)).",
     )
     _common(p, "manifold.png")
     p.add_argument("--grid", type=positive_int, default=20, help="images per side (default 20)")

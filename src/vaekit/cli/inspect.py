@@ -14,7 +14,8 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
         help="draw images from the prior of a trained run",
-        description="Decode n draws from the prior N(0, I) into a PNG grid.",
+        description="Decode n draws from the model's prior (N(0, I) unless it has its own: "
+        "a VampPrior, an autoencoder's fitted Gaussian, PCA) into a PNG grid.",
     )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")

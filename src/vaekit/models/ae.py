@@ -91,10 +91,14 @@ class Autoencoder(nn.Module):
         """Decode the code of x: images in data space."""
         return self.decode_mean(self.encode(x)[0])
 
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n codes drawn from the Gaussian fitted to the training codes: (n, latent_dim)."""
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.code_mean.device)
+        return self.code_mean + eps @ self.code_scale.T
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         """n images decoded from draws of the Gaussian fitted to the training codes."""
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.code_mean.device)
-        return self.decode_mean(self.code_mean + eps @ self.code_scale.T)
+        return self.decode_mean(self.sample_prior(n, generator))

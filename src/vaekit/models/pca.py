@@ -76,10 +76,14 @@ class PCAModel(nn.Module):
         """Projection of x onto the components' affine subspace."""
         return self.decode(self.encode(x)[0])
 
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n codes z ~ N(0, diag(variances)): (n, latent_dim)."""
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.mean.device)
+        return eps * self.variances.sqrt()
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         """n images decoded from z ~ N(0, diag(variances))."""
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.mean.device)
-        return self.decode(eps * self.variances.sqrt())
+        return self.decode(self.sample_prior(n, generator))
