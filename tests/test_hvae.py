@@ -92,3 +92,31 @@ def test_report_of_a_hierarchical_run(synth, tmp_path):
     run = vaekit.train(hvae_config(), tmp_path / "h", progress=False, data=synth)
     page = write_report(run.path, data=synth).read_text()
     assert "<h2>Manifold</h2>" in page and "<h2>KL per dimension</h2>" in page
+
+
+def test_exploring_a_hierarchical_model_uses_its_own_kl_and_decoded_layer(synth, tmp_path):
+    """The KL bars are the model's own per-layer KLs (they add up to evaluate's KL term, not
+    to KL against N(0, 1)); grids and traversals vary only z_1, the layer decode reads."""
+    from vaekit.explore import ExploreRun, kl_per_dim, manifold, save_manifold, save_traversal
+    from vaekit.models.base import gaussian_kl
+
+    torch.manual_seed(0)
+    model = build_model(hvae_config().model, synth.shape).eval()
+    scores = kl_per_dim(model, synth.test.x)
+    assert scores.sum().item() == pytest.approx(evaluate_elbo(model, synth.test)["kl"], rel=1e-5)
+    z_mean, z_log_var = model.encode(synth.test.x)
+    assert not torch.allclose(scores.float(), gaussian_kl(z_mean, z_log_var).mean(0), atol=0.01)
+
+    with torch.no_grad():  # make an upper-layer dimension the most informative by far
+        model.posterior_heads[1].linear.weight[:2].mul_(50.0)  # z_2's means
+    run = ExploreRun(tmp_path, model, synth.test, None)
+    assert kl_per_dim(model, synth.test.x).argmax().item() >= 4  # z_2 is dims 4, 5
+    assert set(save_traversal(run, tmp_path / "t.png")) == {0, 1, 2, 3}
+    assert all(d < 4 for d in save_manifold(run, tmp_path / "m.png", 3).dims)
+    # the grid covers z_1's marginal under the hierarchical prior, drawn top-down
+    grid = manifold(model, 4, (0, 1))
+    draws = model.sample_prior(20_000, torch.Generator().manual_seed(3))
+    assert draws.shape == (20_000, 6)
+    inside = (draws[:, :2, None] < grid.values[None]).float().mean(0)  # (2, 4): mass below
+    expected = torch.tensor([[0.125, 0.375, 0.625, 0.875]] * 2)
+    torch.testing.assert_close(inside, expected, atol=0.02, rtol=0)

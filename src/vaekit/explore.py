@@ -21,7 +21,7 @@ from torch import nn
 from . import plots
 from .data import BatchIterator, Dataset, DataSplits, load_data
 from .errors import ConfigError, DataError
-from .models.base import GaussianVAE, gaussian_kl, reparameterize
+from .models.base import GaussianVAE, gaussian_kl
 from .runs import RunFolder
 
 METHODS = ("auto", "pca", "tsne")
@@ -130,31 +130,37 @@ def encode_means(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> t
 
 
 def own_prior(model: nn.Module) -> bool:
-    """Whether the model's prior over codes is its own (a VampPrior, an autoencoder's fitted
-    Gaussian, PCA's variances) rather than N(0, I)."""
+    """Whether the model's prior over codes is its own (a VampPrior, a hierarchical VAE's
+    layers, an autoencoder's fitted Gaussian, PCA's variances) rather than N(0, I)."""
     sample_prior = getattr(type(model), "sample_prior", None)
     return sample_prior is not None and sample_prior is not GaussianVAE.sample_prior
+
+
+def decoded_dims(model: nn.Module) -> int:
+    """How many leading code dimensions the decoder reads: all of them, except for a
+    hierarchical VAE (z_1 only), whose upper layers act on images only through z_1."""
+    return getattr(model, "decoded_dim", model.latent_dim)
 
 
 @torch.no_grad()
 def kl_per_dim(
     model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: int = 0
 ) -> torch.Tensor:
-    """KL(q(z_d|x) || p(z_d)) of each latent dimension d, averaged over x: (D,) in nats.
+    """KL of each latent dimension d, averaged over x: (D,) in nats.
 
-    Closed form for N(0, I). A VAE with its own prior (VampPrior) gives the model's seeded
-    one-sample estimate against each dimension's marginal of the prior instead, so that an
-    unused dimension scores ~0 wherever the prior puts it."""
+    KL(q(z_d|x) || N(0, 1)) in closed form for an N(0, I) prior. A VAE with a prior of its
+    own gives the per-dimension KL of its own ELBO instead (`elbo_terms`, one seeded
+    sample, as `vaekit evaluate` reports it): against the conditional prior of each layer
+    for a hierarchical VAE, against each dimension's marginal for a VampPrior."""
     device = _device(model)
-    estimate = isinstance(model, GaussianVAE) and own_prior(model)
+    own = own_prior(model) and hasattr(model, "elbo_terms")
     generator = torch.Generator(device=device).manual_seed(seed)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for xb, _ in BatchIterator(x, None, batch_size, shuffle=False):
-        z_mean, z_log_var = model.encode(xb.to(device))
-        if estimate:
-            z = reparameterize(z_mean, z_log_var, generator)
-            per_dim = model.kl_terms(z, z_mean, z_log_var)[1]
+        if own:
+            per_dim = model.elbo_terms(xb.to(device), generator)["kl_per_dim"]
         else:
+            z_mean, z_log_var = model.encode(xb.to(device))
             per_dim = gaussian_kl(z_mean.double(), z_log_var.double())
         total += per_dim.double().sum(0).cpu()
     return total / len(x)
@@ -264,7 +270,7 @@ def manifold(model: nn.Module, grid: int = 20, dims: tuple[int, ...] | None = No
     model's prior (`prior_axes`), every other dim at its prior median (0 for N(0, I)).
 
     `dims` defaults to (0, 1); with one latent dimension the result is a single row."""
-    dims = tuple(dims) if dims is not None else tuple(range(min(2, model.latent_dim)))
+    dims = tuple(dims) if dims is not None else tuple(range(min(2, decoded_dims(model))))
     values, center = prior_axes(model, grid, dims)
     z = center.repeat(grid ** len(dims), 1)
     if len(dims) == 1:
@@ -426,7 +432,7 @@ def run_scores(run: ExploreRun) -> DimensionScores:
 
 def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifold:
     """Decoded grid over the two highest-KL latent dims (all others at their prior medians)."""
-    dims = tuple(kl_order(run_scores(run).values)[:2])
+    dims = tuple(kl_order(run_scores(run).values[: decoded_dims(run.model)])[:2])
     if len(dims) == 2:
         dims = tuple(sorted(dims))
     result = manifold(run.model, grid, dims)
@@ -482,7 +488,7 @@ def save_traversal(
     code of test image `index`; returns the dims drawn."""
     scores = run_scores(run)
     if dims is None:
-        dims = kl_order(scores.values)[:MAX_TRAVERSE_ROWS]
+        dims = kl_order(scores.values[: decoded_dims(run.model)])[:MAX_TRAVERSE_ROWS]
     bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
     if bad:
         raise ConfigError(
@@ -507,7 +513,7 @@ def save_kl(run: ExploreRun, output: str | Path) -> DimensionScores:
     scores = run_scores(run)
     total = float(scores.values.sum())
     if scores.kind == "KL" and own_prior(run.model):
-        title = f"{run.name}: KL per latent dimension against its prior marginal (estimate)"
+        title = f"{run.name}: KL per latent dimension (one-sample estimate, as in the ELBO)"
         ylabel = "KL (nats per example)"
     elif scores.kind == "KL":
         title = f"{run.name}: KL per latent dimension, total {total:.2f} nats"

@@ -187,9 +187,11 @@ def kl_caption(scores: explore.DimensionScores, model: torch.nn.Module) -> str:
         )
     if explore.own_prior(model):
         return (
-            "KL(q(z_d|x) || p(z_d)) of each latent dimension against its marginal under the "
-            "model's prior, a one-sample estimate in nats per example; these do not add up "
-            "to the KL of the whole code. Grey bars (KL <= 0.01) are unused dimensions."
+            "The KL of each latent dimension as the model's own ELBO counts it, a one-sample "
+            "estimate in nats per example: against the conditional prior of its layer for a "
+            "hierarchical VAE (the bars add up to the KL term), against each dimension's "
+            "marginal for a VampPrior (they do not). Grey bars (KL <= 0.01) are unused "
+            "dimensions."
         )
     return (
         "KL(q(z_d|x) || N(0, 1)) of each latent dimension in nats per example, total "

@@ -84,6 +84,7 @@ class HierarchicalVAE(nn.Module):
         self.config, self.shape = config, tuple(shape)
         self.sizes = list(sizes)
         self.latent_dim = sum(sizes)
+        self.decoded_dim = sizes[0]  # decode reads z_1, the first entries of a code
         hidden, upper = config.hidden, config.upper_hidden
         # bottom-up: d_1 = f_1(x); d_{l+1} = f_{l+1}(d_l)
         self.up = nn.ModuleList([mlp([math.prod(shape), *hidden])])
@@ -269,15 +270,23 @@ class HierarchicalVAE(nn.Module):
         return self.decode_mean(self.encode(x)[0])
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, y=None) -> torch.Tensor:
-        """n images from the prior: z_L ~ p(z_L), then down the layers, then E[x | z_1]."""
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of every layer from the prior, z_L ~ p(z_L) then down the layers:
+        (n, latent_dim), bottom layer first (as `encode` orders them)."""
         device = next(self.parameters()).device
         if self.vamp:
             z = sample_mixture(*self.top_prior_params(), n, generator)
         else:
             z = torch.randn(n, self.sizes[-1], generator=generator, device=device)
+        layers = [z]
         for i in reversed(range(len(self.sizes) - 1)):
             p_mean, p_log_var = self.prior_heads[i](self.down[i](z))
             eps = torch.randn(p_mean.shape, generator=generator, device=device)
             z = p_mean + torch.exp(0.5 * p_log_var) * eps
-        return self.decode_mean(z)
+            layers.append(z)
+        return torch.cat(layers[::-1], 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, y=None) -> torch.Tensor:
+        """n images from the prior: z_L ~ p(z_L), then down the layers, then E[x | z_1]."""
+        return self.decode_mean(self.sample_prior(n, generator))  # decode reads z_1
