@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class ExploreRun:
     test: Dataset
     classes: list[str] | None
     label: str | None = None  # conditional models: the class every picture is decoded with
+    scores: DimensionScores | None = field(default=None, init=False, repr=False)  # run_scores
 
     @property
     def name(self) -> str:
@@ -426,13 +427,21 @@ def dimension_scores(model: nn.Module, x: torch.Tensor) -> DimensionScores:
 
 
 def run_scores(run: ExploreRun) -> DimensionScores:
-    """Dimension scores over the run's test set."""
-    return dimension_scores(run.model, run.test.x)
+    """Dimension scores over the run's test set (computed once per run: the report draws
+    several pictures from them)."""
+    if run.scores is None:
+        run.scores = dimension_scores(run.model, run.test.x)
+    return run.scores
+
+
+def ranked_dims(run: ExploreRun) -> list[int]:
+    """The dimensions the decoder reads, highest score first."""
+    return kl_order(run_scores(run).values[: decoded_dims(run.model)])
 
 
 def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifold:
     """Decoded grid over the two highest-KL latent dims (all others at their prior medians)."""
-    dims = tuple(kl_order(run_scores(run).values[: decoded_dims(run.model)])[:2])
+    dims = tuple(ranked_dims(run)[:2])
     if len(dims) == 2:
         dims = tuple(sorted(dims))
     result = manifold(run.model, grid, dims)
@@ -488,7 +497,7 @@ def save_traversal(
     code of test image `index`; returns the dims drawn."""
     scores = run_scores(run)
     if dims is None:
-        dims = kl_order(scores.values[: decoded_dims(run.model)])[:MAX_TRAVERSE_ROWS]
+        dims = ranked_dims(run)[:MAX_TRAVERSE_ROWS]
     bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
     if bad:
         raise ConfigError(
@@ -512,11 +521,11 @@ def save_kl(run: ExploreRun, output: str | Path) -> DimensionScores:
     (the variance of the codes for models without a posterior variance)."""
     scores = run_scores(run)
     total = float(scores.values.sum())
-    if scores.kind == "KL" and own_prior(run.model):
-        title = f"{run.name}: KL per latent dimension (one-sample estimate, as in the ELBO)"
-        ylabel = "KL (nats per example)"
-    elif scores.kind == "KL":
-        title = f"{run.name}: KL per latent dimension, total {total:.2f} nats"
+    if scores.kind == "KL":
+        how = f", total {total:.2f} nats"
+        if own_prior(run.model):  # per-dimension estimates that need not add up to the total
+            how = " (one-sample estimate, as in the ELBO)"
+        title = f"{run.name}: KL per latent dimension{how}"
         ylabel = "KL (nats per example)"
     else:
         title = f"{run.name}: variance of the codes per latent dimension (no posterior)"
