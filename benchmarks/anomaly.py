@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import vaekit
-from vaekit.anomaly import SCORES, anomaly_scores, detect_anomalies, detection_metrics
+from vaekit.apps.anomaly import SCORES, anomaly_scores, detect_anomalies, detection_metrics
 from vaekit.data import Dataset, DataSplits
 
 

@@ -34,10 +34,13 @@ import torch
 import common
 import vaekit
 from vaekit.cli.args import duration
+from vaekit.config.runs import RunFolder
+from vaekit.core.device import pick_device, resolve_precision
+from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
 from vaekit.data import load_data
-from vaekit.evaluate import evaluation_set, iwae_bounds
-from vaekit.runs import RunFolder, atomic_write_text, load_tensors, save_tensors
-from vaekit.train import load, pick_device, resolve_precision
+from vaekit.data.binarize import evaluation_set
+from vaekit.evaluation.metrics import iwae_bounds
+from vaekit.models.loading import load
 
 RESULT_FILE = "likelihood.json"
 

@@ -17,10 +17,10 @@ import argparse
 import torch
 
 import vaekit
+from vaekit.config.runs import RunFolder
 from vaekit.data import BatchIterator, load_data
-from vaekit.evaluate import evaluate_elbo
-from vaekit.quality import feature_classifier
-from vaekit.runs import RunFolder
+from vaekit.evaluation.metrics import evaluate_elbo
+from vaekit.evaluation.quality import feature_classifier
 
 
 def label_accuracy(run: str, per_class: int, seed: int) -> None:

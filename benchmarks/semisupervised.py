@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 import common
 import vaekit
+from vaekit.config.runs import RunFolder
+from vaekit.core.files import atomic_write_text
 from vaekit.data import BatchIterator, load_data
-from vaekit.evaluate import classification_accuracy
+from vaekit.evaluation.metrics import classification_accuracy
+from vaekit.evaluation.quality import feature_classifier
 from vaekit.models.m2 import balanced_choice
 from vaekit.nn.mlp import MLPEncoder
-from vaekit.quality import feature_classifier
-from vaekit.runs import RunFolder, atomic_write_text
 
 RESULT_FILE = "semisupervised.json"
 

@@ -22,7 +22,7 @@ import vaekit
 from train_throughput import forever  # this folder: run as `python benchmarks/...`
 from vaekit.data import load_data
 from vaekit.models import build_model
-from vaekit.train import Trainer
+from vaekit.training.trainer import Trainer
 
 
 def trainer_steps(steps: int):

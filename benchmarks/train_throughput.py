@@ -32,7 +32,7 @@ import vaekit
 from vaekit.config import RunConfig
 from vaekit.data import load_data
 from vaekit.models import build_model
-from vaekit.train import Trainer
+from vaekit.training.trainer import Trainer
 
 WARMUP_STEPS = 20
 Contender = Callable[[int], float]  # steps -> images per second over those steps

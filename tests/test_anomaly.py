@@ -15,17 +15,19 @@ import vaekit
 from conftest import tiny_config
 from test_cli import assert_one_line_error, run_cli
 from test_own_data import write_pngs
-from vaekit.anomaly import (
+from vaekit.apps.anomaly import (
     CALIBRATION_FILE,
     anomaly_scores,
     detection_metrics,
     ground_truth,
     log_weights,
 )
-from vaekit.denoise import add_denoising, corrupt, parse_noise, psnr
-from vaekit.errors import ConfigError
-from vaekit.estimator import VAETransformer
-from vaekit.runs import load_tensors
+from vaekit.apps.denoise import psnr
+from vaekit.apps.estimator import VAETransformer
+from vaekit.core.errors import ConfigError
+from vaekit.core.files import load_tensors
+from vaekit.core.noise import corrupt, parse_noise
+from vaekit.training.denoising import add_denoising
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ import vaekit
 from conftest import read_jsonl, tiny_config
 from vaekit.cli import main
 from vaekit.cli.args import duration
+from vaekit.core.errors import ConfigError, RunError
 from vaekit.data import Dataset, DataSplits
-from vaekit.errors import ConfigError, RunError
 from vaekit.models import build_model
 from vaekit.models.vamp import VampPriorVAE
-from vaekit.train import Trainer
+from vaekit.training.trainer import Trainer
 
 
 def test_time_budget_stops_the_run_cleanly(synth, tmp_path):
@@ -101,7 +101,7 @@ def test_validation_split_keeps_the_best_weights(synth, tmp_path, capsys):
     kept = load_file(str(run.path / "best.safetensors"))
     assert all(torch.equal(final[k], kept[k]) for k in final)
     # the model returned and its validation number are those of the best epoch
-    from vaekit.evaluate import evaluate_elbo
+    from vaekit.evaluation.metrics import evaluate_elbo
 
     valid = synth.train.x[-64:]
     measured = evaluate_elbo(run.model, Dataset(valid, None, "v"), 64)["neg_elbo"]
@@ -144,7 +144,7 @@ def test_eval_every_writes_a_row_per_evaluation(synth, tmp_path):
     assert every.history[1]["train_loss"] == pytest.approx(mean_34, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(vaekit.presets.PRESETS))
+@pytest.mark.parametrize("name", sorted(vaekit.PRESETS))
 def test_every_preset_builds_its_model(name):
     """Each preset validates, round-trips through its dict and builds for MNIST's shape
     (m1m2 needs a feature run, so its M2 part is checked through m2-mnist)."""

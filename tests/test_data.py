@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import vaekit
+from vaekit.core.errors import ConfigError, DataError
 from vaekit.data.idx import parse_idx, read_idx, write_idx
 from vaekit.data.mnist import FASHION_MNIST_DIRS
-from vaekit.errors import ConfigError, DataError
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08, ndim: int | None = None) -> bytes:

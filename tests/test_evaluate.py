@@ -17,25 +17,20 @@ import vaekit
 from conftest import synthetic_splits
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.config.runs import RunFolder, save_weights
+from vaekit.core.errors import DataError
 from vaekit.data import Dataset, DataSplits, load_data
 from vaekit.data import binarized_mnist as bm
-from vaekit.errors import DataError
-from vaekit.evaluate import (
+from vaekit.data.binarize import evaluation_set
+from vaekit.evaluation.metrics import (
     evaluate_elbo,
-    evaluate_run,
-    evaluation_set,
-    format_report,
     iwae_bounds,
     iwae_log_likelihoods,
     probe_accuracy,
 )
+from vaekit.evaluation.quality import feature_classifier, frechet_distance, precision_recall
+from vaekit.evaluation.run import evaluate_run, format_report
 from vaekit.models import GaussianVAE
-from vaekit.quality import (
-    feature_classifier,
-    frechet_distance,
-    precision_recall,
-)
-from vaekit.runs import RunFolder, save_weights
 
 # --- a linear-Gaussian model with a closed-form likelihood ----------------------------------
 # z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D)  =>  p(x) = N(b, W W^T + s^2 I). The posterior
@@ -203,7 +198,7 @@ def test_elbo_and_iwae_k1_agree_on_a_trained_model(trained):
 
 def test_linear_and_knn_probes_beat_random_latents(trained):
     run, data = trained
-    from vaekit.evaluate import latent_means
+    from vaekit.evaluation.metrics import latent_means
 
     z_train, z_test = latent_means(run.model, data.train), latent_means(run.model, data.test)
     learned = probe_accuracy(z_train, data.train.y, z_test, data.test.y)
@@ -271,7 +266,7 @@ def test_feature_classifier_is_trained_once_and_cached(tmp_path, monkeypatch):
     assert first.info["test_accuracy"] > 0.9
     path = Path(first.info["path"])
     assert path.parent == tmp_path / "classifiers" and path.exists()
-    monkeypatch.setattr("vaekit.quality.train_classifier", pytest.fail)
+    monkeypatch.setattr("vaekit.evaluation.quality.train_classifier", pytest.fail)
     again = feature_classifier(data, progress=False)
     assert torch.equal(again.features(data.test.x), first.features(data.test.x))
     monkeypatch.undo()
@@ -284,7 +279,7 @@ def test_feature_classifier_is_trained_once_and_cached(tmp_path, monkeypatch):
 
 # --- binarisation ----------------------------------------------------------------------------
 def test_dynamic_binarisation_evaluates_on_the_set_training_reports():
-    from vaekit.train import Trainer
+    from vaekit.training.trainer import Trainer
 
     data = synthetic_splits(n_train=100, n_test=50)
     grey = DataSplits(

@@ -17,11 +17,7 @@ from PIL import Image
 
 import vaekit
 from conftest import synthetic_splits, tiny_config
-from vaekit.cli import main
-from vaekit.data.idx import write_idx
-from vaekit.errors import ConfigError, DataError
-from vaekit.evaluate import evaluate_elbo
-from vaekit.explore import (
+from vaekit.apps.explore import (
     dimension_scores,
     encode_means,
     interpolate,
@@ -39,10 +35,14 @@ from vaekit.explore import (
     subsample,
     traverse,
 )
+from vaekit.apps.report import write_report
+from vaekit.cli import main
+from vaekit.core.errors import ConfigError, DataError
+from vaekit.data.idx import write_idx
+from vaekit.evaluation.metrics import evaluate_elbo
 from vaekit.models import build_model
 from vaekit.models.base import GaussianVAE, gaussian_kl
 from vaekit.models.pca import PCAModel
-from vaekit.report import write_report
 
 
 # --- fixtures: tiny runs whose data is an IDX folder, so the commands can reload it --------

@@ -18,13 +18,14 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import vaekit
-import vaekit.runs
+import vaekit.config.runs
+import vaekit.core.files
 from conftest import read_jsonl, tiny_config
 from test_bad_inputs import write_data_folder
 from vaekit.cli import main
-from vaekit.errors import TrainingDiverged, VaekitError
-from vaekit.evaluate import evaluate_elbo
-from vaekit.train import Trainer
+from vaekit.core.errors import TrainingDiverged, VaekitError
+from vaekit.evaluation.metrics import evaluate_elbo
+from vaekit.training.trainer import Trainer
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
@@ -82,7 +83,7 @@ KILL_ARGS += ["--threads", "1", "--quiet"]
 # `python -m vaekit` with every training step slowed by 50 ms (sleeping changes no number),
 # so that the kill reliably lands in the middle of the first epoch.
 SLOW_VAEKIT = (
-    "import runpy, time; from vaekit.train import Trainer; step = Trainer.train_step; "
+    "import runpy, time; from vaekit.training.trainer import Trainer; step = Trainer.train_step; "
     "Trainer.train_step = lambda self, *a: (time.sleep(0.05), step(self, *a))[1]; "
     "runpy.run_module('vaekit', run_name='__main__', alter_sys=True)"
 )
@@ -197,7 +198,7 @@ def test_a_huge_learning_rate_stops_the_run_and_keeps_a_finite_checkpoint(
 def test_nan_weights_are_never_written(synth, tmp_path):
     config = tiny_config()
     model = vaekit.models.build_model(config.model, synth.shape)
-    trainer = Trainer(config, model, synth, vaekit.runs.RunFolder(tmp_path), progress=False)
+    trainer = Trainer(config, model, synth, vaekit.config.runs.RunFolder(tmp_path), progress=False)
     trainer.save_checkpoint()
     before = (tmp_path / CHECKPOINT).read_bytes()
     with torch.no_grad():
@@ -214,7 +215,7 @@ def fail_checkpoint_write(monkeypatch, nth: int, how: str) -> list[bytes]:
     checkpoint file's bytes as the failing write found them."""
     found: list[bytes] = []
     state = {"writes": 0, "refuse": False}
-    real_save, real_replace = vaekit.runs.save_file, os.replace
+    real_save, real_replace = vaekit.core.files.save_file, os.replace
 
     def save_file(tensors, path, metadata=None):
         if ".checkpoint.safetensors." in str(path):  # the temporary file of a checkpoint
@@ -232,7 +233,7 @@ def fail_checkpoint_write(monkeypatch, nth: int, how: str) -> list[bytes]:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(vaekit.runs, "save_file", save_file)
+    monkeypatch.setattr(vaekit.core.files, "save_file", save_file)
     monkeypatch.setattr(os, "replace", replace)
     return found
 
@@ -268,7 +269,7 @@ def test_a_failed_write_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(VaekitError, match=r"notes.txt: write failed \(Permission denied\)"):
-        vaekit.runs.atomic_write_text(target, "new")
+        vaekit.core.files.atomic_write_text(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
         "notes.txt"
     ]

@@ -8,8 +8,8 @@ from torch.distributions import Normal, kl_divergence
 
 import vaekit
 from conftest import tiny_config
-from vaekit.errors import ConfigError
-from vaekit.evaluate import evaluate_elbo, iwae_bounds
+from vaekit.core.errors import ConfigError
+from vaekit.evaluation.metrics import evaluate_elbo, iwae_bounds
 from vaekit.models import build_model
 from vaekit.models.hvae import gaussian_kl_between, gaussian_log_density
 
@@ -77,7 +77,7 @@ def test_hvae_needs_two_layers(synth):
 
 
 def test_anomaly_scores_of_a_hierarchical_model(synth, tmp_path):
-    from vaekit.anomaly import anomaly_scores
+    from vaekit.apps.anomaly import anomaly_scores
 
     run = vaekit.train(hvae_config(), tmp_path / "h", progress=False, outputs=False, data=synth)
     x = synth.test.x[:20]
@@ -87,7 +87,7 @@ def test_anomaly_scores_of_a_hierarchical_model(synth, tmp_path):
 
 
 def test_report_of_a_hierarchical_run(synth, tmp_path):
-    from vaekit.report import write_report
+    from vaekit.apps.report import write_report
 
     run = vaekit.train(hvae_config(), tmp_path / "h", progress=False, data=synth)
     page = write_report(run.path, data=synth).read_text()
@@ -97,7 +97,7 @@ def test_report_of_a_hierarchical_run(synth, tmp_path):
 def test_exploring_a_hierarchical_model_uses_its_own_kl_and_decoded_layer(synth, tmp_path):
     """The KL bars are the model's own per-layer KLs (they add up to evaluate's KL term, not
     to KL against N(0, 1)); grids and traversals vary only z_1, the layer decode reads."""
-    from vaekit.explore import ExploreRun, kl_per_dim, manifold, save_manifold, save_traversal
+    from vaekit.apps.explore import ExploreRun, kl_per_dim, manifold, save_manifold, save_traversal
     from vaekit.models.base import gaussian_kl
 
     torch.manual_seed(0)

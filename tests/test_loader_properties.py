@@ -15,9 +15,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from vaekit.config import DataConfig
+from vaekit.core.errors import DataError
 from vaekit.data.folder import read_folder
 from vaekit.data.tables import read_raw, read_table
-from vaekit.errors import DataError
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import vaekit
 from conftest import tiny_config
 from vaekit.cli import main
-from vaekit.errors import ConfigError
+from vaekit.core.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.models.m2 import M2, UNLABELLED, balanced_choice
 
@@ -83,7 +83,7 @@ def test_unlabelled_bound_sums_the_label_out(synth):
 
 
 def test_importance_bound_tightens_and_matches_the_elbo_at_k1(synth, m2_run):
-    from vaekit.evaluate import evaluate_elbo, iwae_bounds
+    from vaekit.evaluation.metrics import evaluate_elbo, iwae_bounds
 
     test = synth.test
     elbo = evaluate_elbo(m2_run.model, test)["neg_elbo"]
@@ -93,7 +93,7 @@ def test_importance_bound_tightens_and_matches_the_elbo_at_k1(synth, m2_run):
 
 
 def test_m2_learns_to_classify_from_few_labels(m2_run, synth):
-    from vaekit.evaluate import classification_accuracy
+    from vaekit.evaluation.metrics import classification_accuracy
 
     accuracy = classification_accuracy(m2_run.model, synth.test)["accuracy"]
     assert accuracy > 0.9  # 8 labels (2 per class) of 4 clearly distinct patterns
@@ -129,7 +129,7 @@ def test_classify_refuses_a_model_without_a_classifier(tiny_run, capsys):
 
 
 def test_evaluate_reports_classifier_accuracy(m2_run, synth):
-    from vaekit.evaluate import evaluate_run, format_report
+    from vaekit.evaluation.run import evaluate_run, format_report
 
     report = evaluate_run(
         m2_run.model, data=synth, k=(1, 10), quality=False, probes=False, progress=False
@@ -139,7 +139,7 @@ def test_evaluate_reports_classifier_accuracy(m2_run, synth):
 
 
 def test_anomaly_scores_of_an_m2_model(m2_run, synth):
-    from vaekit.anomaly import anomaly_scores
+    from vaekit.apps.anomaly import anomaly_scores
 
     x = synth.test.x[:20]
     scores = anomaly_scores(m2_run.model, x, ("elbo", "iwae", "recon"), samples=50)
@@ -183,7 +183,7 @@ def test_m1m2_copies_and_freezes_the_feature_vae(m1m2_run):
 def test_m1m2_run_stands_alone_and_classifies(m1m2_run, synth, tmp_path):
     import shutil
 
-    from vaekit.evaluate import classification_accuracy
+    from vaekit.evaluation.metrics import classification_accuracy
 
     _, run = m1m2_run
     copy = shutil.copytree(run.path, tmp_path / "copy")
@@ -197,7 +197,7 @@ def test_m1m2_run_stands_alone_and_classifies(m1m2_run, synth, tmp_path):
 
 
 def test_m1m2_bounds_are_bounds_on_the_images(m1m2_run, synth):
-    from vaekit.evaluate import evaluate_elbo, iwae_bounds
+    from vaekit.evaluation.metrics import evaluate_elbo, iwae_bounds
 
     _, run = m1m2_run
     elbo = evaluate_elbo(run.model, synth.test)["neg_elbo"]
@@ -242,7 +242,7 @@ def test_own_data_with_unlabelled_examples(synth, tmp_path, capsys):
 
 
 def test_report_of_an_m2_run_shows_style_and_content(m2_run, synth):
-    from vaekit.report import write_report
+    from vaekit.apps.report import write_report
 
     page = write_report(m2_run.path, m2_run.path / "r.html", data=synth).read_text()
     for section in ("Style and content", "Manifold", "Latent traversal", "Interpolation"):

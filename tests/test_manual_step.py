@@ -8,11 +8,11 @@ import torch
 import vaekit
 from conftest import tiny_config
 from vaekit.config import ModelConfig, RunConfig, TrainConfig
-from vaekit.denoise import add_denoising
-from vaekit.errors import ConfigError
+from vaekit.core.errors import ConfigError
 from vaekit.models import build_model
-from vaekit.models.manual import manual_step
-from vaekit.train import Trainer
+from vaekit.training.denoising import add_denoising
+from vaekit.training.steps import manual_step
+from vaekit.training.trainer import Trainer
 
 SHAPE = (1, 6, 5)
 

@@ -14,7 +14,7 @@ import vaekit
 from conftest import tiny_config
 from vaekit.cli import main
 from vaekit.config import ModelConfig, RunConfig
-from vaekit.errors import ConfigError
+from vaekit.core.errors import ConfigError
 from vaekit.likelihoods import MIN_LOG_SCALE, Gaussian
 from vaekit.models import Autoencoder, ConditionalVAE, GaussianVAE, PCAModel, build_model
 from vaekit.models.base import free_bits_kl
@@ -347,7 +347,7 @@ def test_bernoulli_models_store_no_likelihood_weights():
 
 # --- compare ------------------------------------------------------------------------------
 def test_compare_writes_the_table_json_and_figure(synth, tmp_path, monkeypatch):
-    from vaekit.compare import compare
+    from vaekit.apps.compare import compare
 
     monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
     base = tiny_config()
@@ -396,7 +396,7 @@ def test_conv_preset_builds_the_keras_design():
 def test_ae_reconstructs_better_than_pca_and_vae_on_mnist(mnist, tmp_path):
     """Same latent size (8), 3 epochs on 5,000 MNIST images: the unregularised AE has the
     lowest reconstruction error; the VAE pays for its KL term, PCA for being linear."""
-    from vaekit.compare import compare
+    from vaekit.apps.compare import compare
 
     data = vaekit.data.DataSplits(mnist.train.head(5000), mnist.test.head(1000), "mnist", "test")
     base = RunConfig.from_dict(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit.optim import FusedAdamStep, make_optimizer
+from vaekit.training.optim import FusedAdamStep, make_optimizer
 
 
 def model() -> nn.Module:

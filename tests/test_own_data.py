@@ -13,11 +13,11 @@ from PIL import Image
 import vaekit
 from test_cli import assert_one_line_error, run_cli
 from vaekit.config import DataConfig
+from vaekit.core.errors import ConfigError, DataError
 from vaekit.data import load_data
 from vaekit.data.arrays import read_items, split_indices
 from vaekit.data.registry import dataset_for_path
 from vaekit.data.tables import read_table
-from vaekit.errors import ConfigError, DataError
 
 
 def save_png(path: Path, size=(8, 8), mode: str = "L", seed: int = 0) -> Path:

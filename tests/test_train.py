@@ -19,10 +19,11 @@ from safetensors.torch import load_file
 
 import vaekit
 from conftest import RUN_FILES, read_jsonl, tiny_config
-from vaekit.config import CONFIG_VERSION, RunConfig
-from vaekit.errors import ConfigError, RunError
+from vaekit.config import RunConfig
+from vaekit.config.schema import CONFIG_VERSION
+from vaekit.core.errors import ConfigError, RunError
 from vaekit.models import build_model
-from vaekit.train import Interrupted, Trainer
+from vaekit.training.trainer import Interrupted, Trainer
 
 TIMING_FIELDS = {"train_seconds"}
 
@@ -288,7 +289,7 @@ def test_newer_config_version_is_refused(tmp_path):
 
 # --- precision ------------------------------------------------------------------------------
 def test_auto_precision_follows_the_hardware(monkeypatch, synth):
-    train_module = importlib.import_module("vaekit.train")  # vaekit.train is the function
+    train_module = importlib.import_module("vaekit.core.device")
 
     cpu = torch.device("cpu")
     assert train_module.resolve_precision("fp32", cpu) == "fp32"

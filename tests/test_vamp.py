@@ -11,8 +11,8 @@ from torch.distributions import Normal
 
 import vaekit
 from conftest import tiny_config
-from vaekit.errors import ConfigError
-from vaekit.evaluate import evaluate_elbo, iwae_bounds
+from vaekit.core.errors import ConfigError
+from vaekit.evaluation.metrics import evaluate_elbo, iwae_bounds
 from vaekit.models import build_model
 from vaekit.models.hvae import gaussian_kl_between
 from vaekit.models.vamp import VampPriorVAE

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from vaekit.core.errors import ConfigError
 
 LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_SCALE = math.log(1e-3)  # sigma floor: pixels that never vary (MNIST's borders) would

@@ -16,14 +16,14 @@ from typing import Any
 
 import matplotlib
 
+from vaekit.core.files import atomic_write_bytes
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import Colormap  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from .runs import atomic_write_bytes  # noqa: E402
 
 DPI = 110
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ..errors import VaekitError
+from vaekit.core.errors import VaekitError
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,7 +26,7 @@ class Parser(argparse.ArgumentParser):
 # --- entry point ----------------------------------------------------------------------------
 def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each command module's `add_*` functions, in the order `--help` lists them."""
-    from . import apply, compare, evaluate, explore, inspect, train
+    from vaekit.cli import apply, compare, evaluate, explore, inspect, train
 
     return [
         train.add_train,
@@ -41,7 +41,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def make_parser() -> Parser:
-    from .. import __version__
+    from vaekit.core.version import VERSION as __version__
 
     parser = Parser(
         prog="vaekit", description="Train, evaluate and explore Variational Autoencoders."

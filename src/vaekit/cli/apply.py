@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import positive_int
+from vaekit.cli.args import positive_int
 
 
 def unit_fraction(text: str) -> float:
@@ -79,7 +79,7 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_anomaly(args: argparse.Namespace) -> int:
-    from ..anomaly import detect_anomalies
+    from vaekit.apps.anomaly import detect_anomalies
 
     report = detect_anomalies(
         args.run,
@@ -143,7 +143,7 @@ def add_denoise(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from ..denoise import denoise_run
+    from vaekit.apps.denoise import denoise_run
 
     report = denoise_run(
         args.run,
@@ -188,7 +188,7 @@ def add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from ..applications import encode_run
+    from vaekit.apps.encode import encode_run
 
     report = encode_run(args.run, args.output, args.data, split=args.split, device=args.device)
     what = "means and log-variances" if report["log_variances"] else "codes"
@@ -217,7 +217,7 @@ def add_classify(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..applications import classify_run
+    from vaekit.apps.encode import classify_run
 
     report = classify_run(args.run, args.output, args.data, split=args.split, device=args.device)
     accuracy = "" if report["accuracy"] is None else f": accuracy {report['accuracy']:.2%}"

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ..errors import ConfigError
+from vaekit.core.errors import ConfigError
 
 
 def positive_int(text: str) -> int:

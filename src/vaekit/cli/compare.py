@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
-from .args import non_negative_int, positive_int
-from .train import add_config_arguments, build_train_config
+from vaekit.cli.args import non_negative_int, positive_int
+from vaekit.cli.train import add_config_arguments, build_train_config
+from vaekit.core.errors import ConfigError
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
-    from ..compare import VARIANTS
+    from vaekit.apps.compare import VARIANTS
 
     p = sub.add_parser(
         "compare",
@@ -48,7 +48,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..compare import compare
+    from vaekit.apps.compare import compare
 
     if args.model is not None:
         raise ConfigError("compare takes --models (a list), not --model")

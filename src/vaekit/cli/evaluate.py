@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import int_list, non_negative_int, positive_int
+from vaekit.cli.args import int_list, non_negative_int, positive_int
 
 
 def k_list(text: str) -> list[int]:
@@ -64,7 +64,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluate import EVALUATION_FILE, evaluate_run, format_report
+    from vaekit.evaluation.run import EVALUATION_FILE, evaluate_run, format_report
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import check_png, positive_float, positive_int
+from vaekit.cli.args import check_png, positive_float, positive_int
 
 
 def _common(p: argparse.ArgumentParser, default_name: str) -> None:
@@ -27,7 +27,7 @@ def _output(args: argparse.Namespace, default_name: str) -> Path:
 
 
 def _open(args: argparse.Namespace):
-    from ..explore import open_run
+    from vaekit.apps.explore import open_run
 
     return open_run(args.run, device=args.device, label=args.label)
 
@@ -57,7 +57,7 @@ def add_latent(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_latent(args: argparse.Namespace) -> int:
-    from ..explore import save_latent
+    from vaekit.apps.explore import save_latent
 
     output = _output(args, "latent.png")
     codes = save_latent(_open(args), output, args.method, args.n, args.seed)
@@ -80,7 +80,7 @@ def add_manifold(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:
-    from ..explore import save_manifold
+    from vaekit.apps.explore import save_manifold
 
     output = _output(args, "manifold.png")
     result = save_manifold(_open(args), output, args.grid)
@@ -109,7 +109,7 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from ..explore import save_interpolation
+    from vaekit.apps.explore import save_interpolation
 
     output = _output(args, "interpolation.png")
     gif = output.with_suffix(".gif")
@@ -149,7 +149,7 @@ def _dims(text: str) -> list[int]:
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
-    from ..explore import save_traversal
+    from vaekit.apps.explore import save_traversal
 
     output = _output(args, "traversal.png")
     dims = save_traversal(_open(args), output, args.index, args.dims, args.range, args.steps)
@@ -173,7 +173,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from vaekit.apps.report import write_report
 
     print(f"wrote {write_report(args.run, args.output, device=args.device)}")
     return 0

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .args import check_png, positive_int
+from vaekit.cli.args import check_png, positive_int
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +34,8 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import plots
-    from ..train import load
+    from vaekit import plots
+    from vaekit.models.loading import load
 
     model = load(args.run, device=args.device)
     device = next(model.parameters()).device
@@ -53,8 +53,8 @@ def sample_by_label(model, args: argparse.Namespace, generator) -> int:
     """`sample --label L` (N images of class L) and `--label all` (one row per class)."""
     import torch
 
-    from .. import plots
-    from ..errors import ConfigError
+    from vaekit import plots
+    from vaekit.core.errors import ConfigError
 
     if not getattr(model, "needs_labels", False):
         raise ConfigError(f"{args.run}: --label needs a conditional model (cvae run)")
@@ -97,12 +97,12 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import plots
-    from ..data import load_data
-    from ..evaluate import reconstruction_mse
-    from ..models import label_args
-    from ..runs import RunFolder
-    from ..train import load
+    from vaekit import plots
+    from vaekit.config.runs import RunFolder
+    from vaekit.data import load_data
+    from vaekit.evaluation.metrics import reconstruction_mse
+    from vaekit.models import label_args
+    from vaekit.models.loading import load
 
     model = load(args.run, device=args.device)
     device = next(model.parameters()).device
@@ -133,8 +133,9 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_summary(path: Path) -> dict[str, Any]:
-    from ..runs import RunFolder
-    from ..train import final_row, load
+    from vaekit.config.runs import RunFolder
+    from vaekit.models.loading import load
+    from vaekit.training.fit import final_row
 
     run = RunFolder(path).require()
     config = run.load_config()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
-from .args import (
+from vaekit.cli.args import (
     duration,
     image_size,
     int_list,
@@ -15,6 +14,7 @@ from .args import (
     positive_float,
     positive_int,
 )
+from vaekit.core.errors import ConfigError
 
 # --- train ------------------------------------------------------------------------------
 # flag -> (section, field) of RunConfig; a flag left unset keeps the preset/config value
@@ -96,7 +96,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """--preset, --config and the flags of TRAIN_OVERRIDES (shared with `vaekit compare`)."""
-    from ..presets import PRESETS
+    from vaekit.config.presets import PRESETS
 
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named configuration")
     p.add_argument("--config", type=Path, help="start from a config.json (e.g. a run's own)")
@@ -284,8 +284,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_train_config(args: argparse.Namespace):
-    from ..config import RunConfig
-    from ..presets import preset
+    from vaekit.config import RunConfig
+    from vaekit.config.presets import preset
 
     if args.config:
         config = RunConfig.load(args.config)
@@ -334,7 +334,7 @@ def add_own_data_arguments(g: argparse._ArgumentGroup) -> None:
 
 def own_data_config(raw: dict, args: argparse.Namespace) -> None:
     """`--data PATH`: the dataset reading PATH; tables default to a per-dimension Gaussian."""
-    from ..data.registry import dataset_for_path
+    from vaekit.data.registry import dataset_for_path
 
     if args.dataset or args.data_path:
         raise ConfigError("give --data PATH, or --dataset with --data-path, not both")
@@ -347,7 +347,7 @@ def own_data_config(raw: dict, args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from vaekit.training.fit import train
 
     if args.resume:
         extendable = ("epochs", "time_budget")
@@ -359,7 +359,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = None
         if args.epochs or args.time_budget:
-            from ..runs import RunFolder
+            from vaekit.config.runs import RunFolder
 
             config = RunFolder(args.resume).load_config()
             config.train.epochs = args.epochs or config.train.epochs
@@ -376,7 +376,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run folder: {run.path}  (samples.png, reconstructions.png, latent.png, loss_curves.png)"
     )
     if args.report:
-        from ..report import write_report
+        from vaekit.apps.report import write_report
 
         print(f"report: {write_report(run.path)}")
     return 0

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .datasets import Dataset, DataSplits
-from .registry import register_dataset
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import DataError
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.registry import dataset_for_path, register_dataset
 
 
 @dataclass
@@ -110,7 +110,6 @@ def read_items(config: DataConfig) -> Items:
 
 def items_for_path(path: str | Path, config: DataConfig) -> Items:
     """Every example of `path`, read with the options (and table statistics) of `config`."""
-    from .registry import dataset_for_path
 
     return read_items(replace(config, name=dataset_for_path(path), path=str(path)))
 

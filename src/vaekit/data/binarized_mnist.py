@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import cache_dir
-from ..config import DataConfig
-from ..errors import DataError
-from .datasets import Dataset, DataSplits
-from .registry import register_dataset
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import DataError
+from vaekit.core.files import atomic_write_bytes, cache_dir
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.registry import register_dataset
 
 NAME = "binarized-mnist"
 SPLITS = ("train", "valid", "test")
@@ -94,7 +94,6 @@ def download_binarized_mnist(
 ) -> Path:
     """Download the three .amat files into `folder` (default: the cache), verifying each
     file's SHA-256 before it is kept. Files already present and correct are not fetched."""
-    from ..runs import atomic_write_bytes
 
     folder = Path(folder) if folder is not None else cache_dir() / "binarized_mnist"
     for split in SPLITS:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DataError
+from vaekit.core.errors import DataError
 
 
 @dataclass

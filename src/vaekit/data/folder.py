@@ -22,9 +22,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..config import DataConfig
-from ..errors import ConfigError, DataError
-from .arrays import Items, own_data
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import ConfigError, DataError
+from vaekit.data.arrays import Items, own_data
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import DataError
-from .datasets import Dataset, DataSplits, images_from_uint8, labels_from_array
-from .idx import read_idx
-from .registry import register_dataset
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import DataError
+from vaekit.data.datasets import Dataset, DataSplits, images_from_uint8, labels_from_array
+from vaekit.data.idx import read_idx
+from vaekit.data.registry import register_dataset
 
 BUNDLED_MNIST = Path(__file__).parent / "files" / "mnist"
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import ConfigError, DataError
-from .datasets import Dataset, DataSplits
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import ConfigError, DataError
+from vaekit.data.datasets import Dataset, DataSplits
 
 Loader = Callable[[DataConfig], DataSplits]
 DATASETS: dict[str, Loader] = {}

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .arrays import READERS, Items, split_indices, split_items
-from .datasets import DataSplits
-from .registry import register_dataset
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import DataError
+from vaekit.data.arrays import READERS, Items, split_indices, split_items
+from vaekit.data.datasets import DataSplits
+from vaekit.data.registry import register_dataset
 
 DELIMITERS = (",", ";", "\t")
 

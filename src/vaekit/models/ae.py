@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..data import BatchIterator
-from ..likelihoods import build_likelihood
-from ..nn import build_networks
-from .base import LossTerms
+from vaekit.config.schema import ModelConfig
+from vaekit.data.batches import BatchIterator
+from vaekit.likelihoods import build_likelihood
+from vaekit.models.base import LossTerms
+from vaekit.nn import build_networks
 
 JITTER = 1e-6  # added to the code covariance's diagonal before the Cholesky factorisation
 

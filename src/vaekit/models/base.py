@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..likelihoods import build_likelihood
-from ..nn import build_networks
-from ..noise import randn_batch
+from vaekit.config.schema import ModelConfig
+from vaekit.core.noise import randn_batch
+from vaekit.likelihoods import LOG_2PI, build_likelihood
+from vaekit.nn import build_networks
 
 
 @dataclass
@@ -53,9 +53,6 @@ def reparameterize(
     """z = mean + sigma * eps with eps ~ N(0, I): differentiable in mean and log-variance."""
     eps = randn_batch(z_mean.shape, 0, generator, z_mean.device, z_mean.dtype)
     return torch.addcmul(z_mean, torch.exp(0.5 * z_log_var), eps)
-
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def free_bits_kl(kl_per_dim: torch.Tensor, floor: float) -> torch.Tensor:

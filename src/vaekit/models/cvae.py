@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from ..data import DataSplits
-from ..errors import ConfigError
-from .base import GaussianVAE
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
+from vaekit.data.datasets import DataSplits
+from vaekit.models.base import GaussianVAE
 
 
 class ConditionalVAE(GaussianVAE):

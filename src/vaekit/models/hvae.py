@@ -30,13 +30,19 @@ import math
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
-from ..likelihoods import build_likelihood
-from ..nn.mlp import MLPDecoder, mlp
-from ..noise import randn_batch
-from .base import LOG_2PI, LossTerms, gaussian_kl
-from .vamp import in_data_range, pseudo_inputs, sample_mixture, vamp_kl_terms, vamp_log_prior
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
+from vaekit.core.noise import randn_batch
+from vaekit.likelihoods import LOG_2PI, build_likelihood
+from vaekit.models.base import LossTerms, gaussian_kl
+from vaekit.models.vamp import (
+    in_data_range,
+    pseudo_inputs,
+    sample_mixture,
+    vamp_kl_terms,
+    vamp_log_prior,
+)
+from vaekit.nn.mlp import MLPDecoder, mlp
 
 
 def gaussian_kl_between(

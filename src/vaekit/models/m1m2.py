@@ -22,12 +22,15 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..config import ModelConfig, RunConfig, build_dataclass
-from ..data import DataSplits
-from ..errors import ConfigError
-from ..noise import randn_batch
-from .base import LOG_2PI, GaussianVAE
-from .m2 import M2
+from vaekit.config.runs import RunFolder, load_weights_into
+from vaekit.config.schema import ModelConfig, RunConfig, build_dataclass
+from vaekit.core.errors import ConfigError
+from vaekit.core.files import load_tensors
+from vaekit.core.noise import randn_batch
+from vaekit.data.datasets import DataSplits
+from vaekit.likelihoods import LOG_2PI
+from vaekit.models.base import GaussianVAE
+from vaekit.models.m2 import M2
 
 
 def features_config(config: ModelConfig) -> ModelConfig:
@@ -68,8 +71,6 @@ class StackedM2(nn.Module):
     def configure(config: ModelConfig, data: DataSplits) -> None:
         """Record the M1 run's model config (from `model.features`) and the classes."""
         if config.features_model is None:
-            from ..runs import RunFolder
-
             if not config.features:
                 raise ConfigError("model m1m2 needs --features RUN (a trained VAE run)")
             m1 = RunFolder(config.features).load_config()
@@ -89,7 +90,6 @@ class StackedM2(nn.Module):
 
     def initialise(self) -> None:
         """Copy the trained M1's weights from its run (a new run, before training)."""
-        from ..runs import RunFolder, load_tensors, load_weights_into
 
         path = RunFolder(self.config.features).require().weights_path
         tensors, _ = load_tensors(path)

@@ -24,13 +24,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig, RunConfig
-from ..data import Dataset, DataSplits
-from ..errors import ConfigError
-from ..nn.mlp import MLPEncoder
-from ..noise import randn_batch
-from .base import LOG_2PI, LossTerms, gaussian_kl, reparameterize
-from .cvae import ConditionalVAE
+from vaekit.config.schema import ModelConfig, RunConfig
+from vaekit.core.errors import ConfigError
+from vaekit.core.noise import randn_batch
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.likelihoods import LOG_2PI
+from vaekit.models.base import LossTerms, gaussian_kl, reparameterize
+from vaekit.models.cvae import ConditionalVAE
+from vaekit.nn.mlp import MLPEncoder
 
 UNLABELLED = -1  # the training label of an example whose label is hidden
 

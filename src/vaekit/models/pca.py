@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
 
 
 class PCAModel(nn.Module):

@@ -9,16 +9,16 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
-from .ae import Autoencoder
-from .base import GaussianVAE
-from .cvae import ConditionalVAE
-from .hvae import HierarchicalVAE
-from .m1m2 import StackedM2
-from .m2 import M2
-from .pca import PCAModel
-from .vamp import VampPriorVAE
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
+from vaekit.models.ae import Autoencoder
+from vaekit.models.base import GaussianVAE
+from vaekit.models.cvae import ConditionalVAE
+from vaekit.models.hvae import HierarchicalVAE
+from vaekit.models.m1m2 import StackedM2
+from vaekit.models.m2 import M2
+from vaekit.models.pca import PCAModel
+from vaekit.models.vamp import VampPriorVAE
 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "vae": GaussianVAE,

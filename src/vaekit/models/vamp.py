@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import ModelConfig
-from ..errors import ConfigError
-from .base import LOG_2PI, GaussianVAE
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
+from vaekit.likelihoods import LOG_2PI
+from vaekit.models.base import GaussianVAE
 
 
 def mixture_log_density(

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from vaekit.config.schema import ModelConfig
+from vaekit.core.errors import ConfigError
+
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .resnet import ResidualBlock, ResNetDecoder, ResNetEncoder

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .mlp import mlp, with_condition
+from vaekit.nn.mlp import mlp, with_condition
 
 # extra layers run at a stage's resolution, given its channel count (ResNet: residual blocks)
 StageExtra = Callable[[int], list[nn.Module]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import ConvDecoder, ConvEncoder, StageExtra
+from vaekit.nn.conv import ConvDecoder, ConvEncoder, StageExtra
 
 
 class ResidualBlock(nn.Module):

@@ -15,24 +15,33 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from tqdm import tqdm
 
-from .data import BatchIterator, Dataset, DataSplits
-from .models.base import label_args  # {"y": labels} for conditional models, else {}
+from vaekit.config.runs import RunFolder
+from vaekit.config.schema import DataConfig
+from vaekit.core.errors import ConfigError, RunError
+from vaekit.core.files import atomic_write_text
+from vaekit.data.binarize import binarization_note, evaluation_set
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.registry import load_data
+from vaekit.evaluation.metrics import (
+    ACTIVE_UNIT_THRESHOLD,
+    classification_accuracy,
+    collapse_warning,
+    evaluate_elbo,
+    iwae_bounds,
+    latent_means,
+    probe_accuracy,
+    reconstruction_mse,
+)
+from vaekit.evaluation.quality import feature_classifier, sample_quality
+from vaekit.models.loading import load
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015: Cov_x(E_q[z_d]) above this is "active"
-BINARIZE_TEST_SEED = 12345  # the seed train.Trainer binarises the test set with (tests check)
-CHUNK_ROWS = 2048  # decoder evaluations per call of log_importance_weights (memory bound)
-KNN_NEIGHBOURS = 5
 MAX_QUALITY_SAMPLES = 10_000
 EVALUATION_FILE = "evaluation.json"
 UNITS = {
@@ -47,267 +56,17 @@ MIN_QUALITY_SAMPLES = 10  # fewer images give no meaningful covariance or k-NN r
 FEATURE_DATASETS = {"binarized-mnist": "mnist"}
 
 
-@torch.no_grad()
-def evaluate_elbo(
-    model: nn.Module, data: Dataset, batch_size: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """-ELBO, reconstruction and KL (nats per example), bits/dim, KL per latent dimension
-    and active units, averaged over all of `data`."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    totals = {"recon": 0.0, "kl": 0.0, "neg_elbo": 0.0}
-    kl_per_dim = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
-    z_means = []
-    for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False):
-        x, labels = x.to(device, non_blocking=True), label_args(model, y, device)
-        terms = model.elbo_terms(x, generator=generator, **labels)
-        for key in totals:
-            totals[key] += terms[key].double().sum().item()
-        kl_per_dim += terms["kl_per_dim"].double().sum(0)
-        z_means.append(model.encode(x, **labels)[0].double())
-    n = len(data)
-    dims = math.prod(data.shape)
-    result: dict[str, Any] = {key: value / n for key, value in totals.items()}
-    result["bits_per_dim"] = result["neg_elbo"] / (dims * math.log(2))
-    result["kl_per_dim"] = (kl_per_dim / n).tolist()
-    unit_variance = torch.cat(z_means).var(dim=0)
-    result["active_units"] = int((unit_variance > ACTIVE_UNIT_THRESHOLD).sum().item())
-    result["latent_dim"] = model.latent_dim
-    result["n_examples"] = n
-    model.train(was_training)
-    return result
-
-
-def collapse_warning(metrics: dict[str, Any]) -> str | None:
-    """A message when the posterior has (mostly) collapsed onto the prior, else None."""
-    active, total = metrics["active_units"], metrics["latent_dim"]
-    if metrics["kl"] < 0.5 or active == 0:
-        return (
-            f"posterior collapse: KL is {metrics['kl']:.3f} nats and {active}/{total} latent "
-            "units are active; the decoder ignores z (check the loss scaling, beta, warm-up)"
-        )
-    if active < total / 2 and total > 2:
-        return f"only {active}/{total} latent units are active (KL > 0 in the rest is wasted)"
-    return None
-
-
 # --- importance-weighted bound ----------------------------------------------------------
-def _chunk_ends(ks: Sequence[int], k_chunk: int) -> list[int]:
-    """Sample counts after each chunk: every k_chunk samples, and at every requested k."""
-    return sorted(set(range(k_chunk, ks[-1], k_chunk)) | set(ks))
-
-
-@torch.no_grad()
-def iwae_log_likelihoods(
-    model: nn.Module,
-    data: Dataset,
-    ks: Sequence[int] = (5000,),
-    seed: int = 0,
-    chunk_rows: int = CHUNK_ROWS,
-    progress: bool = False,
-) -> dict[int, torch.Tensor]:
-    """Per-example IWAE estimates of log p(x) (nats, float64, shape (N,)) for each k in `ks`.
-
-    The estimate for k uses the first k of the max(ks) importance samples of an example, so
-    one pass gives every k. Weights come from `model.log_importance_weights` in chunks of at
-    most `chunk_rows` samples and are folded into a running log-sum-exp: memory stays
-    bounded whatever k and N are.
-    """
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise ValueError(f"k must be >= 1, got {ks}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    k_chunk = min(ks[-1], chunk_rows)
-    ends = _chunk_ends(ks, k_chunk)
-    batch_size = max(1, chunk_rows // k_chunk)
-    estimates: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-    bar = tqdm(
-        total=len(data) * ks[-1],
-        desc=f"IWAE k={ks[-1]}",
-        unit="sample",
-        unit_scale=True,
-        disable=not progress,
-        leave=False,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-        file=sys.stderr,
-    )
-    for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False):
-        x, labels = x.to(device, non_blocking=True), label_args(model, y, device)
-        log_sum = torch.full((len(x),), -math.inf, dtype=torch.float64, device=device)
-        done = 0
-        for end in ends:
-            weights = model.log_importance_weights(x, end - done, generator, **labels).double()
-            log_sum = torch.logaddexp(log_sum, torch.logsumexp(weights, dim=0))
-            bar.update((end - done) * len(x))
-            done = end
-            if end in estimates:
-                estimates[end].append((log_sum - math.log(end)).cpu())
-    bar.close()
-    model.train(was_training)
-    return {k: torch.cat(parts) for k, parts in estimates.items()}
-
-
-def iwae_bounds(
-    model: nn.Module,
-    data: Dataset,
-    ks: Sequence[int] = (5000,),
-    seed: int = 0,
-    chunk_rows: int = CHUNK_ROWS,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """IWAE negative log-likelihood estimates, one row per k: nats per example (mean over
-    the examples, with its standard error over examples) and bits/dim."""
-    started = time.perf_counter()
-    per_example = iwae_log_likelihoods(model, data, ks, seed, chunk_rows, progress)
-    seconds = time.perf_counter() - started
-    dims = math.prod(data.shape)
-    rows = []
-    for k, log_px in per_example.items():
-        nll = -log_px.mean().item()
-        rows.append(
-            {
-                "k": k,
-                "nll": nll,
-                "stderr": log_px.std().item() / math.sqrt(len(log_px)) if len(log_px) > 1 else 0.0,
-                "bits_per_dim": nll / (dims * math.log(2)),
-                "n_examples": len(log_px),
-            }
-        )
-    rows[-1]["seconds"] = seconds  # one pass computes every k: the time is the largest k's
-    return rows
 
 
 # --- reconstructions and latent probes --------------------------------------------------
-@torch.no_grad()
-def latent_means(model: nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means E_q[z|x] of every example, shape (N, latent_dim), on the CPU."""
-    device = next(model.parameters()).device
-    return torch.cat(
-        [
-            model.encode(x.to(device), **label_args(model, y, device))[0].float().cpu()
-            for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False)
-        ]
-    )
-
-
-@torch.no_grad()
-def reconstruction_mse(model: nn.Module, data: Dataset, batch_size: int = 1000) -> float:
-    """Mean squared error per pixel between x and the decoded posterior mean, on [0,1]."""
-    device = next(model.parameters()).device
-    total = 0.0
-    for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False):
-        x, labels = x.to(device), label_args(model, y, device)
-        total += (model.reconstruct(x, **labels) - x).double().square().sum().item()
-    return total / data.x.numel()
-
-
-@torch.no_grad()
-def class_probabilities(model: nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
-    """q(y | x) of a model with a classifier (M2) for every example: (N, K), on the CPU."""
-    device = next(model.parameters()).device
-    return torch.cat(
-        [
-            model.classify(x.to(device)).cpu()
-            for x, _ in BatchIterator(data.x, None, batch_size, shuffle=False)
-        ]
-    )
-
-
-def known_label_accuracy(
-    predicted: torch.Tensor, y: torch.Tensor, classes: list[str] | None
-) -> tuple[float | None, int]:
-    """(accuracy, count) of predicted class indices over the examples with a known label:
-    with class names, those of an "unlabelled" class are left out (see models.m2)."""
-    from .models.m2 import UNLABELLED, known_classes
-
-    _, mapping = known_classes(classes)
-    if mapping is not None:
-        y = mapping[y]
-    known = y != UNLABELLED
-    count = int(known.sum())
-    accuracy = (predicted[known] == y[known]).double().mean().item() if count else None
-    return accuracy, count
-
-
-def classification_accuracy(
-    model: nn.Module, data: Dataset, batch_size: int = 1000, classes: list[str] | None = None
-) -> dict:
-    """Accuracy (fraction) of the model's own classifier q(y|x) on labelled `data`; with the
-    data's class names, examples of an "unlabelled" class are left out."""
-    predicted = class_probabilities(model, data, batch_size).argmax(1)
-    accuracy, count = known_label_accuracy(predicted, data.y, classes)
-    return {"accuracy": float("nan") if accuracy is None else accuracy, "n_examples": count}
-
-
-def probe_accuracy(
-    train_z: torch.Tensor,
-    train_y: torch.Tensor,
-    test_z: torch.Tensor,
-    test_y: torch.Tensor,
-    neighbours: int = KNN_NEIGHBOURS,
-) -> dict[str, Any]:
-    """Test accuracy (fraction) of a logistic-regression probe and a k-NN classifier fitted
-    on (train_z, train_y), and the majority-class rate for comparison."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
-    train_z, test_z = train_z.double().numpy(), test_z.double().numpy()
-    train_y, test_y = train_y.numpy(), test_y.numpy()
-    # one thread: small problems, reproducible sums, and far faster on shared cores
-    with threadpool_limits(limits=1):
-        linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        linear.fit(train_z, train_y)
-        knn = KNeighborsClassifier(n_neighbors=neighbours).fit(train_z, train_y)
-        linear_accuracy, knn_accuracy = linear.score(test_z, test_y), knn.score(test_z, test_y)
-    return {
-        "linear_accuracy": float(linear_accuracy),
-        "knn_accuracy": float(knn_accuracy),
-        "knn_neighbours": neighbours,
-        "chance_accuracy": float(torch.bincount(torch.from_numpy(test_y)).max()) / len(test_y),
-        "n_train": len(train_y),
-        "n_test": len(test_y),
-    }
 
 
 # --- the whole evaluation ---------------------------------------------------------------
-def binarization_note(dataset: str, binarize: str, likelihood: str = "bernoulli") -> str:
-    """Which binarisation the likelihood numbers refer to, in words."""
-    if dataset == "binarized-mnist":
-        return "static (the fixed binarisation of Larochelle & Murray)"
-    if binarize == "dynamic":
-        return f"dynamic (evaluation images binarised once, Bernoulli draws with seed {BINARIZE_TEST_SEED})"
-    if likelihood == "bernoulli":
-        return (
-            "none (grey levels in [0,1]; the Bernoulli term is a cross-entropy, not a likelihood)"
-        )
-    return f"none (grey levels in [0,1]; {likelihood} densities, comparable only with densities)"
-
-
-def evaluation_set(data: Dataset, binarize: str) -> Dataset:
-    """The images likelihoods are computed on: binarised once with a fixed seed under
-    dynamic binarisation (the same set training reports its test numbers on)."""
-    if binarize != "dynamic":
-        return data
-    from .train import binarize_fixed
-
-    return binarize_fixed(data, seed=BINARIZE_TEST_SEED)
 
 
 def _resolve(run_or_model, data, binarize, device):
     """(model, run folder or None, DataConfig or None, DataSplits, binarize)."""
-    from .config import DataConfig
-    from .data import load_data
-    from .errors import RunError
-    from .runs import RunFolder
-    from .train import load
 
     run = None
     if isinstance(run_or_model, nn.Module):
@@ -331,7 +90,6 @@ def _resolve(run_or_model, data, binarize, device):
 
 
 def _split(data: DataSplits, split: str) -> Dataset:
-    from .errors import ConfigError
 
     chosen = {"train": data.train, "test": data.test, "valid": data.valid}.get(split)
     if chosen is None:
@@ -342,9 +100,6 @@ def _split(data: DataSplits, split: str) -> Dataset:
 
 def _quality_classifier(data: DataSplits, config, binary: bool, progress: bool):
     """The feature classifier for `data` (a labelled relative's for unlabelled data)."""
-    from .config import DataConfig
-    from .data import load_data
-    from .quality import feature_classifier
 
     if data.train.y is None:
         relative = FEATURE_DATASETS.get(data.name)
@@ -381,8 +136,6 @@ def evaluate_run(
     (default: as many as evaluated images, at most 10,000). `binarize`: "none" or "dynamic"
     (default: the run's setting). The report goes to RUN/evaluation.json and `json_path`.
     """
-    from .errors import ConfigError
-    from .runs import atomic_write_text
 
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or min(ks) < 1:
@@ -455,7 +208,6 @@ def _probes(model, splits: DataSplits, evaluated: Dataset, binarize: str, batch_
 
 
 def _sample_quality(model, splits, evaluated, config, binary, n_samples, seed, progress):
-    from .quality import sample_quality
 
     classifier = _quality_classifier(splits, config, binary, progress)
     if classifier is None:

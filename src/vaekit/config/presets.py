@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import RunConfig
-from .errors import ConfigError
+from vaekit.config.schema import RunConfig
+from vaekit.core.errors import ConfigError
 
 # the log-likelihood benchmarks (docs/likelihood.md): dynamically binarised MNIST with the
 # last 10,000 training images held out for validation; one hour of training

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn.mlp import MLPDecoder, MLPEncoder
-from ..noise import randn_batch
-from .base import GaussianVAE, LossTerms, gaussian_kl
+from vaekit.core.noise import randn_batch
+from vaekit.models.base import GaussianVAE, LossTerms, gaussian_kl
+from vaekit.nn.mlp import MLPDecoder, MLPEncoder
 
 _threshold_backward = torch.ops.aten.threshold_backward  # g * (h > 0): ReLU's backward
 

@@ -15,8 +15,6 @@ of Im et al. (2017); evaluation and every later use of the model see clean input
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,80 +22,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .noise import rand_batch, randn_batch
+from vaekit import plots
+from vaekit.apps.encode import open_inputs
+from vaekit.core.errors import ConfigError
+from vaekit.core.files import atomic_write_bytes, atomic_write_text
+from vaekit.core.noise import Noise, corrupt, in_unit_range, parse_noise
+from vaekit.plots import image_grid, save_image
 
-KINDS = ("gaussian", "saltpepper")
 PREVIEW = 16  # examples in the noisy / denoised / clean grid
-
-
-@dataclass(frozen=True)
-class Noise:
-    kind: str
-    level: float
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.level:g}"
-
-
-def parse_noise(spec: str) -> Noise:
-    """'gaussian:0.3' or 'saltpepper:0.1' -> Noise (ConfigError naming the problem)."""
-    kind, _, level = spec.partition(":")
-    try:
-        value = float(level)
-    except ValueError:
-        value = math.nan
-    if kind not in KINDS or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"noise {spec!r}: expected gaussian:SIGMA or saltpepper:FRACTION")
-    if kind == "saltpepper" and value > 1:
-        raise ConfigError(f"noise {spec!r}: the salt-and-pepper fraction must be <= 1")
-    return Noise(kind, value)
-
-
-def in_unit_range(x: torch.Tensor) -> bool:
-    """Whether every value lies in [0, 1] (images): noise is then clipped to that range."""
-    low, high = torch.aminmax(x)
-    return bool(low >= 0 and high <= 1)
-
-
-def corrupt(
-    x: torch.Tensor, noise: Noise, generator: torch.Generator | None = None, clip: bool = True
-) -> torch.Tensor:
-    """A noisy copy of x; clipped to [0, 1] when `clip` (salt-and-pepper always is)."""
-    if noise.kind == "gaussian":
-        noisy = x + noise.level * randn_batch(x.shape, 0, generator, x.device, x.dtype)
-        return noisy.clamp(0, 1) if clip else noisy
-    if not clip:
-        raise ConfigError("salt-and-pepper noise needs data in [0, 1] (images)")
-    u = rand_batch(x.shape, 0, generator, x.device, x.dtype)
-    noisy = torch.where(u < noise.level / 2, torch.zeros_like(x), x)
-    return torch.where((u >= noise.level / 2) & (u < noise.level), torch.ones_like(x), noisy)
 
 
 def psnr(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio of each example (dB, peak 1), shape (N,); inf if equal."""
     mse = (clean.double() - other.double()).square().flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse)
-
-
-def add_denoising(model: nn.Module, spec: str, train_x: torch.Tensor) -> None:
-    """Make `model` encode corrupted inputs while it is in training mode (denoising VAE)."""
-    noise = parse_noise(spec)
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not getattr(model, "gradient_trained", True):
-        raise ConfigError(
-            "denoising training needs a model trained by gradient steps (vae, ae, cvae)"
-        )
-    clip = in_unit_range(train_x)
-    if not clip and noise.kind == "saltpepper":
-        raise ConfigError("salt-and-pepper noise needs data in [0, 1] (images)")
-
-    def corrupt_input(module: nn.Module, args: tuple) -> tuple | None:
-        if not module.training:
-            return None
-        return (corrupt(args[0], noise, clip=clip), *args[1:])
-
-    encoder.register_forward_pre_hook(corrupt_input)
 
 
 @torch.no_grad()
@@ -142,7 +80,6 @@ def save_preview(
     clean: torch.Tensor, noisy: torch.Tensor, denoised: torch.Tensor, path: Path, title: str
 ) -> Path:
     """Rows of noisy, denoised and clean images for the first PREVIEW examples."""
-    from . import plots
 
     n = min(PREVIEW, len(clean))
     images = torch.cat([noisy[:n], denoised[:n], clean[:n]])
@@ -153,7 +90,6 @@ def save_preview(
 
 def save_pngs(images: torch.Tensor, ids: list[str], folder: Path) -> None:
     """One PNG per image, named after its id (sub-folders kept, suffix replaced by .png)."""
-    from .plots import image_grid, save_image
 
     for image, ident in zip(images, ids):
         target = folder / Path(ident).with_suffix(".png")
@@ -176,8 +112,6 @@ def denoise_run(
     """Denoise a run's test split (or every example of `data`); write the results to `output`
     (default RUN/denoise): denoised.npz, denoise.png, denoise.json and, with `pngs`, one PNG
     per example in denoised/."""
-    from .applications import open_inputs
-    from .runs import atomic_write_bytes, atomic_write_text
 
     noise = parse_noise(noise)
     inputs = open_inputs(run_dir, data, split, device)

@@ -33,9 +33,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .errors import ConfigError, RunError
-from .models.base import LOG_2PI
-from .runs import RunFolder, atomic_write_text, load_tensors, save_tensors
+from vaekit.apps.encode import check_shape, data_items, open_inputs
+from vaekit.config.runs import RunFolder
+from vaekit.core.errors import ConfigError, RunError
+from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
+from vaekit.data.binarize import BINARIZE_TEST_SEED
+from vaekit.likelihoods import LOG_2PI
+from vaekit.models.batched import wide
+from vaekit.plots import save_figure
 
 SCORES = ("elbo", "iwae", "recon")
 DESCRIPTIONS = {
@@ -73,11 +78,6 @@ def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if likelihood is None:
         return (params - x).square().flatten(1).sum(1)
     return likelihood.nll(params, x)
-
-
-def wide(t: torch.Tensor) -> torch.Tensor:
-    """float32, or float64 where it already is (a float64 model scores in float64)."""
-    return t if t.dtype == torch.float64 else t.float()
 
 
 def sampled_log_weights(
@@ -194,7 +194,6 @@ def likelihood_view(x: torch.Tensor, binarize: str) -> torch.Tensor:
     """The data as the likelihood saw it: binarised once (fixed seed) under dynamic binarisation."""
     if binarize != "dynamic":
         return x
-    from .evaluate import BINARIZE_TEST_SEED
 
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(BINARIZE_TEST_SEED))
 
@@ -209,7 +208,6 @@ def calibrate(
         tensors, meta = load_tensors(path)
         if meta.get("samples") == samples and meta.get("seed") == seed:
             return tensors, meta
-    from .applications import check_shape, data_items
 
     config = run.load_config()
     items = check_shape(data_items(config.data, None, "train"), model)
@@ -273,8 +271,6 @@ def save_histogram(
     """Histogram of the scores (normal / anomalous apart when known), the training scores as
     an outline, and the threshold; values beyond the 99.5th percentile go into the last bin."""
     import matplotlib.pyplot as plt
-
-    from .plots import save_figure
 
     everything = scores if train_scores is None else torch.cat([scores, train_scores])
     low = everything.min().item()
@@ -344,7 +340,6 @@ def detect_anomalies(
 ) -> dict[str, Any]:
     """Score a run's test split (or every example of `data`), flag those above the calibrated
     threshold and write scores.csv, scores.png and summary.json to `output` (RUN/anomaly)."""
-    from .applications import open_inputs
 
     if not 0 < quantile < 1:
         raise ConfigError(f"the threshold quantile must be between 0 and 1, got {quantile}")

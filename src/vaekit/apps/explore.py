@@ -18,11 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import plots
-from .data import BatchIterator, Dataset, DataSplits, load_data
-from .errors import ConfigError, DataError
-from .models.base import GaussianVAE, gaussian_kl
-from .runs import RunFolder
+from vaekit import plots
+from vaekit.config.runs import RunFolder
+from vaekit.core.errors import ConfigError, DataError
+from vaekit.data.batches import BatchIterator
+from vaekit.data.binarize import evaluation_set
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.registry import load_data
+from vaekit.models.base import GaussianVAE, gaussian_kl
+from vaekit.models.loading import FixedLabel, load
 
 METHODS = ("auto", "pca", "tsne")
 PATHS = ("lerp", "slerp")
@@ -48,43 +52,6 @@ class ExploreRun:
         return self.path.name if self.label is None else f"{self.path.name} (label {self.label})"
 
 
-class FixedLabel(nn.Module):
-    """A label-conditioned model (cvae, m2, m1m2) seen as an unconditional one: it decodes,
-    samples and (without a classifier of its own) encodes with one fixed class, so the
-    exploration pictures show that class in the styles the latent space holds."""
-
-    def __init__(self, model: nn.Module, label: int) -> None:
-        super().__init__()
-        self.model, self.label = model, label
-        self.latent_dim, self.shape = model.latent_dim, model.shape
-        self.likelihood = model.likelihood
-        if hasattr(model, "analogies"):  # semi-supervised models: style x content
-            self.analogies = model.analogies
-
-    def _y(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.full((n,), self.label, dtype=torch.long, device=device)
-
-    def encode(self, x: torch.Tensor, y=None):
-        if hasattr(self.model, "classify"):  # its own guess of each image's label
-            return self.model.encode(x)
-        return self.model.encode(x, self._y(len(x), x.device))
-
-    def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
-        return self.model.decode(z, self._y(len(z), z.device))
-
-    def decode_mean(self, z: torch.Tensor, y=None) -> torch.Tensor:
-        return self.model.decode_mean(z, self._y(len(z), z.device))
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, y=None) -> torch.Tensor:
-        return self.decode_mean(self.encode(x)[0])
-
-    @torch.no_grad()
-    def sample(self, n: int, generator=None, y=None) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        return self.model.sample(n, generator, y=self._y(n, device))
-
-
 def open_run(
     run_dir: str | Path,
     device: str = "cpu",
@@ -96,8 +63,6 @@ def open_run(
     `data` replaces the dataset named in the run's config (for data not in the registry).
     A conditional model is seen through `FixedLabel` with class `label` (default: the
     label of test image 0)."""
-    from .evaluate import evaluation_set
-    from .train import load
 
     run = RunFolder(run_dir).require()
     config = run.load_config()

@@ -25,9 +25,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from .data import Dataset, DataSplits
-from .data.arrays import check_fits_likelihood
+from vaekit.apps.anomaly import anomaly_scores
+from vaekit.apps.encode import encode_all
+from vaekit.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.data.arrays import check_fits_likelihood
+from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.models.registry import build_model
+from vaekit.training.trainer import Trainer
 
 EVAL_ROWS = 1024  # rows the trainer evaluates the ELBO on after each epoch
 
@@ -81,8 +85,6 @@ class VAETransformer(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> VAETransformer:
         """Standardise the columns and train the VAE on the rows of X (y is ignored)."""
-        from .models import build_model
-        from .train import Trainer
 
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         self.mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1])
@@ -115,7 +117,6 @@ class VAETransformer(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Posterior means E[z | x], shape (N, latent_dim), float64."""
-        from .applications import encode_all
 
         return encode_all(self.model_, self._inputs(X))[0].numpy()
 
@@ -132,7 +133,6 @@ class VAETransformer(TransformerMixin, BaseEstimator):
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x) per row (nats, units of X), IWAE estimate with n_importance samples."""
-        from .anomaly import anomaly_scores
 
         x = self._inputs(X)
         neg = anomaly_scores(self.model_, x, ("iwae",), self.n_importance, self.seed_)["iwae"]

@@ -20,12 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .anomaly import wide
-from .config import DataConfig, RunConfig
-from .data import load_data
-from .data.arrays import READERS, Items, items_for_path, read_items, split_indices
-from .errors import ConfigError, DataError
-from .runs import RunFolder, atomic_write_bytes, atomic_write_text
+from vaekit.config.runs import RunFolder
+from vaekit.config.schema import DataConfig, RunConfig
+from vaekit.core.errors import ConfigError, DataError
+from vaekit.core.files import atomic_write_bytes, atomic_write_text
+from vaekit.data.arrays import READERS, Items, items_for_path, read_items, split_indices
+from vaekit.data.datasets import Dataset
+from vaekit.data.registry import load_data
+from vaekit.evaluation.metrics import class_probabilities, known_label_accuracy
+from vaekit.models.base import gaussian_kl
+from vaekit.models.batched import wide
+from vaekit.models.loading import load
+from vaekit.models.m2 import known_classes
+from vaekit.models.registry import model_class
 
 
 @dataclass
@@ -70,7 +77,6 @@ def open_inputs(
     run_dir: str | Path, data: str | Path | None = None, split: str = "test", device: str = "cpu"
 ) -> Inputs:
     """The run's model (unconditional models only) and the examples to apply it to."""
-    from .train import load
 
     run = RunFolder(run_dir).require()
     config = run.load_config()
@@ -186,7 +192,6 @@ def encode_run(
 
 def _mean_kl(mean: torch.Tensor, log_var: torch.Tensor | None) -> float | None:
     """Average KL(q(z|x) || N(0, I)), nats per example: do the codes carry information?"""
-    from .models.base import gaussian_kl
 
     return None if log_var is None else gaussian_kl(mean, log_var).sum(1).double().mean().item()
 
@@ -203,10 +208,6 @@ def classify_run(
     """Predict the class of every example with the run's classifier q(y|x) and write a CSV
     (id, label if known, predicted, then the probability of each class) to `output`
     (default RUN/predictions.csv). With labels, the report holds the accuracy."""
-    from .data import Dataset
-    from .evaluate import class_probabilities, known_label_accuracy
-    from .models.m2 import known_classes
-    from .models.registry import model_class
 
     model_config = RunFolder(run_dir).load_config().model
     if not hasattr(model_class(model_config), "classify"):

@@ -21,7 +21,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError, RunError, VaekitError
+from vaekit.core.errors import ConfigError, RunError, VaekitError
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .cache import cache_dir
-from .data import BatchIterator, Dataset, DataSplits
-from .errors import DataError, RunError
-from .runs import load_tensors, save_tensors
+from vaekit.core.errors import DataError, RunError
+from vaekit.core.files import cache_dir, load_tensors, save_tensors
+from vaekit.data.batches import BatchIterator
+from vaekit.data.binarize import binarize_fixed
+from vaekit.data.datasets import Dataset, DataSplits
 
 FEATURE_DIM = 128
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes: old caches are ignored
@@ -180,7 +181,6 @@ def train_classifier(
 
 def binarized(data: Dataset, seed: int) -> Dataset:
     """Bernoulli draws of `data` made once with a fixed seed."""
-    from .train import binarize_fixed
 
     return binarize_fixed(data, seed)
 

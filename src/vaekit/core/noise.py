@@ -10,11 +10,15 @@ Outside the context (evaluation, sampling, single process) these are plain torch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
+
+from vaekit.core.errors import ConfigError
 
 _SHARD: ContextVar[tuple[int, int] | None] = ContextVar("vaekit_batch_shard", default=None)
 
@@ -66,3 +70,49 @@ def rand_batch(
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """Dynamic binarisation: pixel = 1 with probability equal to its intensity."""
     return (rand_batch(x.shape, device=x.device, dtype=x.dtype) < x).to(x.dtype)
+
+
+KINDS = ("gaussian", "saltpepper")
+
+
+@dataclass(frozen=True)
+class Noise:
+    kind: str
+    level: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.level:g}"
+
+
+def parse_noise(spec: str) -> Noise:
+    """'gaussian:0.3' or 'saltpepper:0.1' -> Noise (ConfigError naming the problem)."""
+    kind, _, level = spec.partition(":")
+    try:
+        value = float(level)
+    except ValueError:
+        value = math.nan
+    if kind not in KINDS or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"noise {spec!r}: expected gaussian:SIGMA or saltpepper:FRACTION")
+    if kind == "saltpepper" and value > 1:
+        raise ConfigError(f"noise {spec!r}: the salt-and-pepper fraction must be <= 1")
+    return Noise(kind, value)
+
+
+def in_unit_range(x: torch.Tensor) -> bool:
+    """Whether every value lies in [0, 1] (images): noise is then clipped to that range."""
+    low, high = torch.aminmax(x)
+    return bool(low >= 0 and high <= 1)
+
+
+def corrupt(
+    x: torch.Tensor, noise: Noise, generator: torch.Generator | None = None, clip: bool = True
+) -> torch.Tensor:
+    """A noisy copy of x; clipped to [0, 1] when `clip` (salt-and-pepper always is)."""
+    if noise.kind == "gaussian":
+        noisy = x + noise.level * randn_batch(x.shape, 0, generator, x.device, x.dtype)
+        return noisy.clamp(0, 1) if clip else noisy
+    if not clip:
+        raise ConfigError("salt-and-pepper noise needs data in [0, 1] (images)")
+    u = rand_batch(x.shape, 0, generator, x.device, x.dtype)
+    noisy = torch.where(u < noise.level / 2, torch.zeros_like(x), x)
+    return torch.where((u >= noise.level / 2) & (u < noise.level), torch.ones_like(x), noisy)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from vaekit.core.errors import ConfigError
+from vaekit.core.files import atomic_write_text
 
 CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -241,7 +242,6 @@ class RunConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str | Path) -> None:
-        from .runs import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
-from . import explore, plots
-from .data import DataSplits
-from .runs import RunFolder, atomic_write_text
+from vaekit import plots
+from vaekit.apps import explore
+from vaekit.config.runs import RunFolder
+from vaekit.core.files import atomic_write_text
+from vaekit.core.version import VERSION
+from vaekit.data.datasets import DataSplits
 
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
@@ -297,7 +300,6 @@ def figure_html(picture: Picture) -> str:
 
 
 def header(run: explore.ExploreRun, config: dict[str, Any]) -> str:
-    from . import __version__
 
     model = config["model"]
     when = datetime.datetime.now().isoformat(timespec="seconds")
@@ -307,7 +309,7 @@ def header(run: explore.ExploreRun, config: dict[str, Any]) -> str:
         f"{esc(config['data']['name'])} &middot; {esc(model['name'])} "
         f"{esc(model['arch'])} {esc(model['hidden'])}, z={esc(model['latent_dim'])}, "
         f"{esc(model['likelihood'])} likelihood &middot; report written {esc(when)} by "
-        f"vaekit {esc(__version__)}</p>"
+        f"vaekit {esc(VERSION)}</p>"
     )
 
 

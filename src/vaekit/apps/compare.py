@@ -27,21 +27,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import plots
-from .config import RunConfig
-from .data import DataSplits, load_data
-from .errors import ConfigError, RunError
-from .evaluate import (
-    MAX_QUALITY_SAMPLES,
+from vaekit import plots
+from vaekit.config.runs import RunFolder
+from vaekit.config.schema import RunConfig
+from vaekit.core.errors import ConfigError, RunError
+from vaekit.core.files import atomic_write_text
+from vaekit.data.binarize import evaluation_set
+from vaekit.data.datasets import DataSplits
+from vaekit.data.registry import load_data
+from vaekit.evaluation.metrics import (
     evaluate_elbo,
-    evaluation_set,
     iwae_bounds,
     latent_means,
     probe_accuracy,
     reconstruction_mse,
 )
-from .models import label_args
-from .runs import RunFolder, atomic_write_text
+from vaekit.evaluation.quality import feature_classifier, sample_quality
+from vaekit.evaluation.run import MAX_QUALITY_SAMPLES
+from vaekit.models.base import label_args
+from vaekit.models.loading import load
+from vaekit.training.fit import train
+from vaekit.training.trainer import check_objective
 
 # name -> changes to the base config: each is one of the tutorials' variants
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -92,7 +98,6 @@ def compare(
     if not models or len(set(models)) != len(models):
         raise ConfigError(f"--models needs distinct names, got {','.join(models) or 'none'}")
     configs = [variant_config(base or RunConfig(), m) for m in models]  # checks names first
-    from .train import check_objective
 
     for config in configs:  # an impossible combination fails now, not after training others
         check_objective(config)
@@ -142,7 +147,6 @@ def train_or_reuse(
     config: RunConfig, path: Path, data: DataSplits, progress: bool
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A finished run in `path` with the same config is reused; otherwise train one there."""
-    from .train import load, train
 
     folder = RunFolder(path)
     if folder.weights_path.exists():
@@ -218,7 +222,6 @@ def add_sample_quality(
     progress: bool,
 ) -> None:
     """Frechet distance, precision and recall of each model's samples (one shared classifier)."""
-    from .quality import feature_classifier, sample_quality
 
     if data.train.y is None or data.test.y is None:
         for row in rows:

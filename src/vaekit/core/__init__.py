@@ -1,0 +1,2 @@
+"""The bottom layer: errors, atomic file I/O, devices and random draws; imports no other
+part of vaekit."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer and its steps, checkpoints, callbacks and the `train` function."""

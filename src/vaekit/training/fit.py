@@ -1,0 +1,272 @@
+"""Training: the loop, checkpoints, resume, clean stops, and the run's final outputs.
+
+The loop is plain PyTorch: batches are sliced from tensors already in memory, the model's
+`loss(x, beta)` gives the objective (new objectives override it), Adam steps. Everything a
+resumed run needs (weights, optimizer moments, RNG state, position inside the epoch and the
+running sums of the epoch's metrics) is in one safetensors checkpoint, so a run stopped at
+any step and resumed gives the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaekit import plots
+from vaekit.config.runs import RunFolder, load_weights_into, save_weights
+from vaekit.config.schema import RunConfig
+from vaekit.core.device import pick_device
+from vaekit.core.errors import RunError, TrainingDiverged
+from vaekit.core.files import load_tensors
+from vaekit.data.arrays import check_fits_likelihood
+from vaekit.data.batches import BatchIterator
+from vaekit.data.binarize import binarize_fixed
+from vaekit.data.datasets import DataSplits
+from vaekit.data.registry import hold_out_validation, load_data
+from vaekit.evaluation.metrics import reconstruction_mse
+from vaekit.models.base import label_args
+from vaekit.models.registry import build_model, configure_model, prepare_data
+from vaekit.training import distributed
+from vaekit.training.denoising import add_denoising
+from vaekit.training.trainer import Trainer, TrainState, check_objective, weights_are_finite
+
+
+@dataclass
+class Run:
+    """What `vaekit.train` returns: the folder, the trained model and the per-epoch metrics."""
+
+    path: Path
+    config: RunConfig
+    model: nn.Module
+    history: list[dict[str, Any]]
+    rank: int = 0  # under torchrun, only rank 0 holds the history and wrote the files
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The metrics of the weights the run kept: the best validation epoch's when the run
+        had a validation split, else the last epoch's."""
+        return final_row(self.history)
+
+
+def final_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the kept weights: the last row marked `best`, else the last row."""
+    best = [row for row in history if row.get("best")]
+    return best[-1] if best else (history[-1] if history else {})
+
+
+def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: list[dict]) -> None:
+    """The pictures every run leaves: samples, reconstructions, latent plot, loss curves."""
+    model.eval()
+    device = next(model.parameters()).device
+    n_samples = run.load_config().n_samples
+    generator = torch.Generator(device=device).manual_seed(0)
+    plots.save_grid(model.sample(n_samples, generator=generator), run.file("samples.png"))
+    originals = data.test.x[:32].to(device)
+    labels = label_args(model, None if data.test.y is None else data.test.y[:32], device)
+    plots.save_reconstructions(
+        originals, model.reconstruct(originals, **labels), run.file("reconstructions.png")
+    )
+    subset = data.test.head(5000)
+    with torch.no_grad():
+        z_mean = torch.cat(
+            [
+                model.encode(x.to(device), **label_args(model, y, device))[0]
+                for x, y in BatchIterator(subset.x, subset.y, 1000, shuffle=False)
+            ]
+        )
+    plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
+    if hasattr(model, "analogies"):  # M2: style from a test image, content from each label
+        inputs = data.test.x[:10].to(device)
+        plots.save_analogies(
+            inputs, model.analogies(inputs), run.file("analogies.png"), data.classes
+        )
+    if history and "train_loss" in history[0]:
+        plots.save_loss_curves(history, run.file("loss_curves.png"))
+
+
+def new_run_dir(config: RunConfig, run_dir: str | Path | None) -> Path:
+    """`run_dir` if it is new or empty; by default runs/<name>, suffixed if taken."""
+    if run_dir is None:
+        return unique_run_dir(Path("runs") / config.name)
+    base = Path(run_dir)
+    if base.exists() and any(base.iterdir()):
+        raise RunError(
+            f"{base}: already exists and is not empty (use --resume {base} to continue it)"
+        )
+    return base
+
+
+def unique_run_dir(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, ... so that an existing run is never overwritten."""
+    if not base.exists():
+        return base
+    k = 2
+    while base.with_name(f"{base.name}-{k}").exists():
+        k += 1
+    return base.with_name(f"{base.name}-{k}")
+
+
+def train(
+    config: RunConfig | dict | str | Path | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    outputs: bool = True,
+    data: DataSplits | None = None,
+    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+) -> Run:
+    """Train a model and return the Run.
+
+    `config`: a RunConfig, a dict, or a path to a config.json (default: the reference VAE).
+    `run_dir`: where to write (default runs/<config.name>, suffixed -2, -3... if taken).
+    `resume`: a run folder to continue from its last checkpoint (its own config is used).
+    `callbacks`: functions called as f(trainer, row) after each metrics row (rank 0 only),
+    e.g. to save snapshots of the weights during a long run.
+    Under torchrun, every process calls this; see `vaekit.distributed` for the semantics.
+    """
+    context = distributed.context_from_env()
+    try:
+        return _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
+    finally:
+        distributed.teardown()
+
+
+def _train(config, run_dir, resume, progress, outputs, data, context, callbacks) -> Run:
+    if resume is not None:
+        run = RunFolder(resume).require()
+        config = run.load_config() if config is None else _as_config(config)
+        if not run.checkpoint_path.exists():
+            raise RunError(f"{run.path}: no checkpoint to resume from")
+    else:
+        config, run = _as_config(config), None
+    check_objective(config)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    device = pick_device(distributed.device_for(config.train.device, context))
+    distributed.init(context, device)
+    if run is None:  # rank 0 picks the folder; every rank learns its choice
+        run = RunFolder(distributed.on_main(lambda: str(new_run_dir(config, run_dir)), context))
+    if data is None:
+        data = load_data(config.data)  # with the validation split of data.valid_size
+    elif config.data.valid_size and data.valid is None:
+        data = hold_out_validation(data, config.data.valid_size)
+    if config.data.shape is not None and tuple(config.data.shape) != data.shape:
+        raise RunError(
+            f"data shape {data.shape} differs from the config's {tuple(config.data.shape)}"
+        )
+    config.data.shape = list(data.shape)
+    configure_model(config.model, data)
+    data = prepare_data(config, data)  # e.g. M2 keeps a few labels and hides the rest
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, data.shape)
+    if resume is None and hasattr(model, "initialise"):
+        model.initialise()  # e.g. m1m2 copies its trained feature VAE's weights
+    check_fits_likelihood(data.train.x, config.model.likelihood, data.name)
+    if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
+        add_denoising(model, config.train.denoise, data.train.x)
+    if getattr(model, "gradient_trained", True):
+        trainer = Trainer(
+            config,
+            model,
+            data,
+            run,
+            progress=progress,
+            device=device,
+            context=context,
+            callbacks=callbacks,
+        )
+        if resume is not None:
+            trainer.load_checkpoint()
+            check_unfinished(run, trainer.state, config.train)
+        model, fit = trainer.model, trainer.fit
+    else:  # fitted in one step (PCA): no loop, no checkpoint, so nothing to resume either
+        model = model.to(device)
+        fit = partial(fit_in_one_step, model, data, config, run, progress)
+    if resume is None and context.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        run.save_config(config)
+    history = fit()
+    if context.is_main and run.best_path.exists() and final_row(history).get("best"):
+        keep_best_weights(model, run)  # the weights of the best validation epoch
+    if hasattr(model, "after_training"):  # e.g. the autoencoder fits its sampling Gaussian
+        model.after_training(data.train.x)
+    if context.is_main:
+        if not weights_are_finite(model):
+            raise TrainingDiverged(f"{run.weights_path}: not written, the weights are NaN or inf")
+        save_weights(run.weights_path, model)
+        if outputs:
+            write_outputs(run, model, data, history)
+    distributed.barrier(context)
+    return Run(run.path, config, model.eval(), history, rank=context.rank)
+
+
+def keep_best_weights(model: nn.Module, run: RunFolder) -> None:
+    """Load best.safetensors (the best validation epoch's weights) into `model`."""
+    tensors, _ = load_tensors(run.best_path)
+    load_weights_into(model, tensors, run.best_path)
+
+
+def check_unfinished(run: RunFolder, state: TrainState, cfg) -> None:
+    """Refuse to resume a finished run (one whose final weights were written); a run that
+    spent its time budget continues only under a larger budget."""
+    if state.out_of_time:
+        if cfg.time_budget and state.train_seconds < cfg.time_budget:
+            state.out_of_time = False  # a larger budget: train on
+        elif run.weights_path.exists():
+            raise RunError(
+                f"{run.path}: already spent its time budget ({state.train_seconds:.0f} s of "
+                "training); to train longer, resume with --time-budget T (T larger)"
+            )
+    done = state.epoch
+    if done >= cfg.epochs and run.weights_path.exists():
+        raise RunError(
+            f"{run.path}: already trained for {done} of {cfg.epochs} epochs; "
+            f"to train longer, resume with --epochs N (N > {done})"
+        )
+
+
+def fit_in_one_step(
+    model: nn.Module, data: DataSplits, config: RunConfig, run: RunFolder, progress: bool
+) -> list[dict[str, Any]]:
+    """Fit a model that is not gradient-trained (`model.fit(train_x)`); one metrics row."""
+    started = time.perf_counter()
+    model.fit(data.train.x, seed=config.train.seed)
+    seconds = time.perf_counter() - started
+    test = binarize_fixed(data.test, 12345) if config.data.binarize == "dynamic" else data.test
+    batch = config.train.eval_batch_size
+    row = {
+        "epoch": 1,
+        "train_mse": reconstruction_mse(model, data.train, batch),
+        "test_mse": reconstruction_mse(model, test, batch),
+        "train_seconds": seconds,
+    }
+    if hasattr(model, "explained_variance_ratio"):
+        row["explained_variance_ratio"] = model.explained_variance_ratio
+    run.write_metrics([row])
+    if progress:
+        print(
+            f"fitted {config.model.name} in {seconds:.1f} s: test reconstruction MSE "
+            f"{row['test_mse']:.5f} per pixel",
+            file=sys.stderr,
+        )
+    return [row]
+
+
+def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
+    if config is None:
+        return RunConfig().validate()
+    if isinstance(config, RunConfig):
+        return config.validate()
+    if isinstance(config, dict):
+        return RunConfig.from_dict(config)
+    return RunConfig.load(config)
