@@ -20,22 +20,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit import plots
 from vaekit.config.runs import RunFolder, load_weights_into, save_weights
 from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device
 from vaekit.core.errors import RunError, TrainingDiverged
 from vaekit.core.files import load_tensors
 from vaekit.data.arrays import check_fits_likelihood
-from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import binarize_fixed
 from vaekit.data.datasets import DataSplits
 from vaekit.data.registry import hold_out_validation, load_data
 from vaekit.evaluation.metrics import reconstruction_mse
-from vaekit.models.base import label_args
 from vaekit.models.registry import build_model, configure_model, prepare_data
 from vaekit.training import distributed
 from vaekit.training.denoising import add_denoising
+from vaekit.training.pictures import write_outputs
 from vaekit.training.trainer import Trainer, TrainState, check_objective, weights_are_finite
 
 
@@ -60,36 +58,6 @@ def final_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The row of the kept weights: the last row marked `best`, else the last row."""
     best = [row for row in history if row.get("best")]
     return best[-1] if best else (history[-1] if history else {})
-
-
-def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: list[dict]) -> None:
-    """The pictures every run leaves: samples, reconstructions, latent plot, loss curves."""
-    model.eval()
-    device = next(model.parameters()).device
-    n_samples = run.load_config().n_samples
-    generator = torch.Generator(device=device).manual_seed(0)
-    plots.save_grid(model.sample(n_samples, generator=generator), run.file("samples.png"))
-    originals = data.test.x[:32].to(device)
-    labels = label_args(model, None if data.test.y is None else data.test.y[:32], device)
-    plots.save_reconstructions(
-        originals, model.reconstruct(originals, **labels), run.file("reconstructions.png")
-    )
-    subset = data.test.head(5000)
-    with torch.no_grad():
-        z_mean = torch.cat(
-            [
-                model.encode(x.to(device), **label_args(model, y, device))[0]
-                for x, y in BatchIterator(subset.x, subset.y, 1000, shuffle=False)
-            ]
-        )
-    plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
-    if hasattr(model, "analogies"):  # M2: style from a test image, content from each label
-        inputs = data.test.x[:10].to(device)
-        plots.save_analogies(
-            inputs, model.analogies(inputs), run.file("analogies.png"), data.classes
-        )
-    if history and "train_loss" in history[0]:
-        plots.save_loss_curves(history, run.file("loss_curves.png"))
 
 
 def new_run_dir(config: RunConfig, run_dir: str | Path | None) -> Path:
