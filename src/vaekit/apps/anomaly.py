@@ -58,7 +58,7 @@ CHUNK_ROWS = 4096  # decoder evaluations per step (examples x samples)
 # --- scores -------------------------------------------------------------------------------
 def available_scores(model: nn.Module) -> tuple[str, ...]:
     """The score types `model` supports: all for VAEs, recon for models without an ELBO."""
-    return SCORES if getattr(model, "has_elbo", True) else ("recon",)
+    return SCORES if model.has_elbo else ("recon",)
 
 
 def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
@@ -71,7 +71,7 @@ def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
 
 def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """-log p(x | z = posterior mean) per example; squared error for models without a likelihood."""
-    labels = {"y": model.classify(x).argmax(1)} if hasattr(model, "classify") else {}
+    labels = {"y": model.classify(x).argmax(1)} if model.can_classify else {}
     z_mean = model.encode(x, **labels)[0]  # M2: given its classifier's most likely label
     params = wide(model.decode(z_mean, **labels))
     likelihood = getattr(model, "likelihood", None)
@@ -86,7 +86,7 @@ def sampled_log_weights(
     """(samples, B) importance weights in float64: with the shared draws `eps` for a
     one-Gaussian-latent model; hierarchical and label-enumerating models (hvae, m2) draw
     their own, from a generator seeded per batch."""
-    if getattr(model, "one_gaussian_latent", False):
+    if model.one_gaussian_latent:
         return log_weights(model, x, eps).double()
     generator = torch.Generator(device=x.device).manual_seed(batch_seed)
     return model.log_importance_weights(x, samples, generator).double()

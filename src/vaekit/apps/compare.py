@@ -187,7 +187,7 @@ def evaluate_model(
         "changes": VARIANTS[name],
         "parameters": count_parameters(model),
         "train_seconds": history[-1]["train_seconds"] if history else None,
-        "epochs": config.train.epochs if getattr(model, "gradient_trained", True) else 0,
+        "epochs": config.train.epochs if model.gradient_trained else 0,
         "reconstruction_mse": reconstruction_mse(model, test, batch),
         "neg_elbo": None,
         "recon": None,
@@ -196,7 +196,7 @@ def evaluate_model(
         "linear_probe": None,
         "sample_quality": None,
     }
-    if getattr(model, "has_elbo", True):
+    if model.has_elbo:
         elbo = evaluate_elbo(model, test, batch)
         row |= {key: elbo[key] for key in ("neg_elbo", "recon", "kl")}
         row["active_units"] = elbo["active_units"]

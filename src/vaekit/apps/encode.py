@@ -81,7 +81,7 @@ def open_inputs(
     run = RunFolder(run_dir).require()
     config = run.load_config()
     model = load(run.path, device=device)
-    if getattr(model, "needs_labels", False):
+    if model.needs_labels:
         raise ConfigError(
             f"{run.path}: a conditional ({config.model.name}) run; applications take unconditional models"
         )
@@ -210,7 +210,7 @@ def classify_run(
     (default RUN/predictions.csv). With labels, the report holds the accuracy."""
 
     model_config = RunFolder(run_dir).load_config().model
-    if not hasattr(model_class(model_config), "classify"):
+    if not model_class(model_config).can_classify:
         raise ConfigError(
             f"{run_dir}: a {model_config.name} run has no classifier (train one with --model m2)"
         )

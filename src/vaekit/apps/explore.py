@@ -70,7 +70,7 @@ def open_run(
     splits = data or load_data(config.data)
     test = evaluation_set(splits.test, config.data.binarize)
     name = None
-    if getattr(model, "needs_labels", False) or hasattr(model, "classify"):
+    if model.needs_labels or model.can_classify:
         n_classes = model.n_classes
         if label is None:
             label = int(test.y[0]) if test.y is not None and int(test.y[0]) < n_classes else 0
@@ -105,7 +105,7 @@ def own_prior(model: nn.Module) -> bool:
 def decoded_dims(model: nn.Module) -> int:
     """How many leading code dimensions the decoder reads: all of them, except for a
     hierarchical VAE (z_1 only), whose upper layers act on images only through z_1."""
-    return getattr(model, "decoded_dim", model.latent_dim)
+    return model.decoded_dim
 
 
 @torch.no_grad()
@@ -119,7 +119,7 @@ def kl_per_dim(
     sample, as `vaekit evaluate` reports it): against the conditional prior of each layer
     for a hierarchical VAE, against each dimension's marginal for a VampPrior."""
     device = _device(model)
-    own = own_prior(model) and hasattr(model, "elbo_terms")
+    own = own_prior(model) and model.has_elbo
     generator = torch.Generator(device=device).manual_seed(seed)
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     for xb, _ in BatchIterator(x, None, batch_size, shuffle=False):

@@ -215,7 +215,7 @@ def training_pictures(
     }
     if history:
         draw["loss_curves.png"] = lambda p: plots.save_loss_curves(history, p)
-    if hasattr(model, "analogies"):  # semi-supervised models: style x content
+    if model.has_analogies:  # semi-supervised models: style x content
         draw["analogies.png"] = lambda p: plots.save_analogies(
             x[:10], model.analogies(x[:10]), p, run.classes
         )

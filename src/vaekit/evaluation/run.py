@@ -156,11 +156,11 @@ def evaluate_run(
         "seed": seed,
     }
     report["elbo"] = report["latent"] = report["iwae"] = None  # models without an ELBO
-    if getattr(model, "has_elbo", True):
+    if model.has_elbo:
         report |= _likelihoods(model, evaluated, ks, seed, batch_size, progress)
     report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
     report["classification"] = None  # models with a classifier (M2) report its accuracy
-    if hasattr(model, "classify") and evaluated.y is not None:
+    if model.can_classify and evaluated.y is not None:
         report["classification"] = classification_accuracy(
             model, evaluated, batch_size, splits.classes
         )

@@ -1,7 +1,7 @@
 """VAE models, baselines and their registry."""
 
 from .ae import Autoencoder
-from .base import GaussianVAE, LossTerms, gaussian_kl, label_args, reparameterize
+from .base import GaussianVAE, LossTerms, Model, gaussian_kl, label_args, reparameterize
 from .cvae import ConditionalVAE
 from .m2 import M2
 from .pca import PCAModel
@@ -14,6 +14,7 @@ __all__ = [
     "GaussianVAE",
     "LossTerms",
     "M2",
+    "Model",
     "PCAModel",
     "build_model",
     "configure_model",

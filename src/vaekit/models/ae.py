@@ -12,12 +12,11 @@ where the decoder has seen nothing.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vaekit.config.schema import ModelConfig
 from vaekit.data.batches import BatchIterator
 from vaekit.likelihoods import build_likelihood
-from vaekit.models.base import LossTerms
+from vaekit.models.base import LossTerms, Model
 from vaekit.nn import build_networks
 
 JITTER = 1e-6  # added to the code covariance's diagonal before the Cholesky factorisation
@@ -32,12 +31,8 @@ def fit_gaussian(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.linalg.cholesky(cov)
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(Model):
     """x -> code z (latent_dim) -> likelihood parameters; samples from a Gaussian over codes."""
-
-    has_elbo = False
-    needs_labels = False
-    gradient_trained = True
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,18 +63,52 @@ def free_bits_kl(kl_per_dim: torch.Tensor, floor: float) -> torch.Tensor:
 
 def label_args(model: nn.Module, y: torch.Tensor | None, device=None) -> dict:
     """{"y": labels} for a model that needs them (conditional), else {}."""
-    if not getattr(model, "needs_labels", False):
+    if not model.needs_labels:
         return {}
     return {"y": None if y is None else y.to(device)}
 
 
-class GaussianVAE(nn.Module):
+class Model(nn.Module):
+    """What every vaekit model declares about itself, with the defaults, in one place: the
+    trainer, evaluation and the applications read these attributes instead of guessing."""
+
+    has_elbo = False  # elbo_terms / log_importance_weights exist (VAEs; AE and PCA: no)
+    needs_labels = False  # every method needs the class labels `y` (conditional models)
+    trains_on_labels = False  # the training loss takes (partly hidden) labels (M2)
+    gradient_trained = True  # False: fitted in one step by `fit(x)` (PCA)
+    one_gaussian_latent = False  # z ~ q(z|x) = N(z_mean, exp(z_log_var)) is the whole posterior
+    objective_options = False  # free bits and IWAE training apply to its loss
+    can_classify = False  # `classify(x)` gives class probabilities q(y|x) (M2, m1m2)
+    has_analogies = False  # `analogies(x)`: style from an image, content from each label
+
+    @property
+    def decoded_dim(self) -> int:
+        """How many leading code dimensions the decoder reads (all but for a hierarchical VAE)."""
+        return self.latent_dim
+
+    @staticmethod
+    def configure(config: Any, data: Any) -> None:
+        """Record in the ModelConfig what the model learns from the data before it is built
+        (e.g. the number of classes)."""
+
+    @staticmethod
+    def prepare_data(config: Any, data: Any) -> Any:
+        """The model's own view of the training data (M2 hides labels)."""
+        return data
+
+    def initialise(self) -> None:
+        """Set weights before training starts (m1m2 copies its feature VAE's weights)."""
+
+    def after_training(self, x: torch.Tensor) -> None:
+        """Fit what training leaves (the autoencoder's sampling Gaussian)."""
+
+
+class GaussianVAE(Model):
     """VAE with a diagonal Gaussian posterior, a standard normal prior and a chosen likelihood."""
 
-    has_elbo = True  # elbo_terms / log_importance_weights exist (AE and PCA: False)
-    needs_labels = False  # True: every method needs the class labels `y`
-    gradient_trained = True  # False: fitted in one step by `fit(x)` (PCA)
-    one_gaussian_latent = True  # z ~ q(z|x) = N(z_mean, exp(z_log_var)) is the whole posterior
+    has_elbo = True
+    one_gaussian_latent = True
+    objective_options = True
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0) -> None:
         super().__init__()

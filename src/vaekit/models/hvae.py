@@ -34,7 +34,7 @@ from vaekit.config.schema import ModelConfig
 from vaekit.core.errors import ConfigError
 from vaekit.core.noise import randn_batch
 from vaekit.likelihoods import LOG_2PI, build_likelihood
-from vaekit.models.base import LossTerms, gaussian_kl
+from vaekit.models.base import LossTerms, Model, gaussian_kl
 from vaekit.models.vamp import (
     in_data_range,
     pseudo_inputs,
@@ -73,12 +73,11 @@ class GaussianHead(nn.Module):
         return mean, log_var
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(Model):
     """L stochastic layers, top-down inference; Bernoulli or Gaussian p(x | z_1)."""
 
     has_elbo = True
-    needs_labels = False
-    gradient_trained = True
+    objective_options = True
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -90,7 +89,7 @@ class HierarchicalVAE(nn.Module):
         self.config, self.shape = config, tuple(shape)
         self.sizes = list(sizes)
         self.latent_dim = sum(sizes)
-        self.decoded_dim = sizes[0]  # decode reads z_1, the first entries of a code
+        self.z1_dim = sizes[0]  # decode reads z_1, the first entries of a code
         hidden, upper = config.hidden, config.upper_hidden
         # bottom-up: d_1 = f_1(x); d_{l+1} = f_{l+1}(d_l)
         self.up = nn.ModuleList([mlp([math.prod(shape), *hidden])])
@@ -112,6 +111,10 @@ class HierarchicalVAE(nn.Module):
         self.vamp = config.prior == "vamp"
         if self.vamp:
             self.pseudo_inputs = pseudo_inputs(config.prior_components, self.shape)
+
+    @property
+    def decoded_dim(self) -> int:
+        return self.z1_dim
 
     @staticmethod
     def configure(config: ModelConfig, data) -> None:

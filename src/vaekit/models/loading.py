@@ -9,6 +9,7 @@ from vaekit.config.runs import RunFolder, load_weights_into
 from vaekit.core.device import pick_device
 from vaekit.core.errors import RunError
 from vaekit.core.files import load_tensors
+from vaekit.models.base import Model
 from vaekit.models.registry import build_model
 
 
@@ -33,7 +34,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
     return model.to(pick_device(device)).eval()
 
 
-class FixedLabel(nn.Module):
+class FixedLabel(Model):
     """A label-conditioned model (cvae, m2, m1m2) seen as an unconditional one: it decodes,
     samples and (without a classifier of its own) encodes with one fixed class, so the
     exploration pictures show that class in the styles the latent space holds."""
@@ -43,14 +44,15 @@ class FixedLabel(nn.Module):
         self.model, self.label = model, label
         self.latent_dim, self.shape = model.latent_dim, model.shape
         self.likelihood = model.likelihood
-        if hasattr(model, "analogies"):  # semi-supervised models: style x content
+        self.has_analogies = model.has_analogies  # semi-supervised models: style x content
+        if model.has_analogies:
             self.analogies = model.analogies
 
     def _y(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.full((n,), self.label, dtype=torch.long, device=device)
 
     def encode(self, x: torch.Tensor, y=None):
-        if hasattr(self.model, "classify"):  # its own guess of each image's label
+        if self.model.can_classify:  # its own guess of each image's label
             return self.model.encode(x)
         return self.model.encode(x, self._y(len(x), x.device))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
 from vaekit.config.runs import RunFolder, load_weights_into
 from vaekit.config.schema import ModelConfig, RunConfig, build_dataclass
@@ -29,7 +28,7 @@ from vaekit.core.files import load_tensors
 from vaekit.core.noise import randn_batch
 from vaekit.data.datasets import DataSplits
 from vaekit.likelihoods import LOG_2PI
-from vaekit.models.base import GaussianVAE
+from vaekit.models.base import GaussianVAE, Model
 from vaekit.models.m2 import M2
 
 
@@ -42,15 +41,13 @@ def features_config(config: ModelConfig) -> ModelConfig:
     return build_dataclass(ModelConfig, config.features_model, "model.features_model")
 
 
-class StackedM2(nn.Module):
+class StackedM2(Model):
     """A frozen VAE's latent means/samples as the data of an M2."""
 
-    has_elbo = True
-    needs_labels = False
+    has_elbo = True  # ELBO only: no free bits, no IWAE training
     trains_on_labels = True
-    gradient_trained = True
-    one_gaussian_latent = False
-    objective_options = False  # ELBO only: no free bits, no IWAE training
+    can_classify = True
+    has_analogies = True
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__()

@@ -43,6 +43,8 @@ class M2(ConditionalVAE):
     trains_on_labels = True  # ... but the trainer passes the (partly hidden) labels
     one_gaussian_latent = False  # the posterior includes the label
     objective_options = False  # its own bound: no free bits, no IWAE training
+    can_classify = True
+    has_analogies = True
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:
         super().__init__(config, shape)

@@ -16,13 +16,12 @@ from torch import nn
 
 from vaekit.config.schema import ModelConfig
 from vaekit.core.errors import ConfigError
+from vaekit.models.base import Model
 
 
-class PCAModel(nn.Module):
+class PCAModel(Model):
     """K = latent_dim principal components of the flattened images."""
 
-    has_elbo = False
-    needs_labels = False
     gradient_trained = False
 
     def __init__(self, config: ModelConfig, shape: tuple[int, ...]) -> None:

@@ -43,15 +43,12 @@ def model_class(config: ModelConfig) -> Callable[[ModelConfig, tuple[int, ...]],
 def configure_model(config: ModelConfig, data) -> None:
     """Let the model record what it learns from the data before it is built (the CVAE's
     number of classes); a no-op for models without a `configure` hook."""
-    hook = getattr(model_class(config), "configure", None)
-    if hook is not None:
-        hook(config, data)
+    model_class(config).configure(config, data)
 
 
 def prepare_data(config, data):
     """The model's own view of the training data (M2 hides labels), else `data` itself."""
-    hook = getattr(model_class(config.model), "prepare_data", None)
-    return data if hook is None else hook(config, data)
+    return model_class(config.model).prepare_data(config, data)
 
 
 def build_model(config: ModelConfig, shape: tuple[int, ...]) -> nn.Module:

@@ -10,8 +10,8 @@ from vaekit.core.noise import corrupt, in_unit_range, parse_noise
 def add_denoising(model: nn.Module, spec: str, train_x: torch.Tensor) -> None:
     """Make `model` encode corrupted inputs while it is in training mode (denoising VAE)."""
     noise = parse_noise(spec)
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not getattr(model, "gradient_trained", True):
+    encoder = getattr(model, "encoder", None)  # a network, not a capability
+    if encoder is None or not model.gradient_trained:
         raise ConfigError(
             "denoising training needs a model trained by gradient steps (vae, ae, cvae)"
         )

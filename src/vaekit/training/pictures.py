@@ -33,7 +33,7 @@ def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: l
             ]
         )
     plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
-    if hasattr(model, "analogies"):  # M2: style from a test image, content from each label
+    if model.has_analogies:  # M2: style from a test image, content from each label
         inputs = data.test.x[:10].to(device)
         plots.save_analogies(
             inputs, model.analogies(inputs), run.file("analogies.png"), data.classes
