@@ -91,7 +91,7 @@ def loss_options(config: RunConfig, model: nn.Module) -> dict[str, Any]:
         options["free_bits"] = cfg.free_bits
     if cfg.iw_k > 1:
         options["iw_k"] = cfg.iw_k
-    if options and not getattr(model, "objective_options", getattr(model, "has_elbo", True)):
+    if options and not model.objective_options:
         raise ConfigError(
             f"model {config.model.name} trains on its own objective: free bits and the IWAE "
             "objective apply to the other VAEs only"
@@ -103,7 +103,7 @@ def check_objective(config: RunConfig) -> None:
     """Refuse, before any work, objective options the model cannot use (free bits for an AE)."""
 
     model = model_class(config.model)
-    if getattr(model, "gradient_trained", True):
+    if model.gradient_trained:
         loss_options(config, model)
 
 
@@ -150,7 +150,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.run = run if context.is_main else None  # only rank 0 writes
         self.progress = progress and context.is_main
-        self.train_x = place(data.train.x, self.device)
+        self.train_x = place(data.train.storage, self.device)  # uint8 pixels stay uint8
         labels = train_labels(self.model, data.train.y)
         self.train_y = None if labels is None else place(labels, self.device)
         self.test_set, self.valid_set = data.test, data.valid
@@ -399,7 +399,7 @@ class Trainer:
         if self.cfg.lr_schedule != "constant":
             row["lr"] = self.optimizer.param_groups[0]["lr"]
         warning = None
-        if getattr(self.model, "has_elbo", True):
+        if self.model.has_elbo:
             row["train_kl"] = sums["kl"] / sums["n"]
             row["train_neg_elbo"] = (sums["recon"] + sums["kl"]) / sums["n"]
             if self.valid_set is not None:
@@ -407,7 +407,7 @@ class Trainer:
                 del row["_result"]
             row |= self.evaluate(self.test_set, "test")
             warning = collapse_warning(row.pop("_result"))
-            if hasattr(self.model, "classify") and self.test_set.y is not None:  # M2
+            if self.model.can_classify and self.test_set.y is not None:  # M2
                 accuracy = classification_accuracy(
                     self.model, self.test_set, self.cfg.eval_batch_size
                 )
@@ -461,7 +461,7 @@ class Trainer:
 def train_labels(model: nn.Module, y: torch.Tensor | None) -> torch.Tensor | None:
     """The labels the training loss takes: for conditional models, and for models that
     learn from (partly hidden) labels such as M2; None for the others."""
-    if getattr(model, "trains_on_labels", False) or getattr(model, "needs_labels", False):
+    if model.trains_on_labels or model.needs_labels:
         return y
     return None
 
