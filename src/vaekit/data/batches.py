@@ -4,6 +4,10 @@ The order of epoch e is a permutation drawn from a generator seeded by (seed, e)
 does not depend on how many epochs ran before: a resumed run sees the same batches.
 With `world_size` > 1 each rank takes a disjoint shard of every epoch's permutation
 (padded to a multiple of world_size, as torch's DistributedSampler does).
+
+`x` may be uint8 pixels (a Dataset's storage): each batch is sliced first and then
+converted to float32 in [0, 1] where it lies (on the device when x is there), so the
+whole set is never held as float32.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from vaekit.data.datasets import as_float
+
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -19,7 +25,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class BatchIterator:
-    """Iterate (x, y) batches of a dataset held as tensors."""
+    """Iterate (x, y) batches of a dataset held as tensors; x batches are float32."""
 
     def __init__(
         self,
@@ -62,7 +68,7 @@ class BatchIterator:
                 idx = order[start : start + self.batch_size]
                 x = self.x.index_select(0, idx)
                 y = None if self.y is None else self.y.index_select(0, idx)
-            yield x, y
+            yield as_float(x), y  # uint8 (B, ...) -> float32 after slicing
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return self.epoch(0)

@@ -8,7 +8,7 @@ from vaekit.data.datasets import Dataset
 def binarize_fixed(data: Dataset, seed: int) -> Dataset:
     """Bernoulli draws made once with a fixed seed (the evaluation set for dynamic binarisation)."""
     generator = torch.Generator().manual_seed(seed)
-    return Dataset(torch.bernoulli(data.x, generator=generator), data.y, data.name)
+    return Dataset(torch.bernoulli(data.x, generator=generator), data.y, data.name, data.kind)
 
 
 def binarization_note(dataset: str, binarize: str, likelihood: str = "bernoulli") -> str:

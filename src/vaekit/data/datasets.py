@@ -1,4 +1,14 @@
-"""In-memory datasets: one float tensor of images in [0, 1] plus optional labels."""
+"""In-memory datasets: one storage tensor of examples plus optional labels.
+
+Images decoded from 8-bit pixels stay uint8 in memory (1 byte per pixel, a quarter of
+float32) and become float32 in [0, 1] only where they are used: `Dataset.x` converts on
+access (small call sites such as `data.test.x[:32]`), `BatchIterator` converts each batch
+after slicing, so a trainer never holds a float copy of its training set. The conversion
+`uint8.to(float32).div_(255.0)` is the one the loaders always used: bit-identical values.
+
+A dataset knows its kind: "image" (examples (C, H, W)) or "table" (examples (D,)), so
+every later stage asks the kind rather than guessing from the shape.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +19,67 @@ import torch
 
 from vaekit.core.errors import DataError
 
+EXAMPLE_DIMS = {"image": 3, "table": 1}  # kind -> dimensions of one example
+KIND_OF_DIMS = {4: "image", 2: "table"}  # dimensions of a stored batch -> kind
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Examples as float32: uint8 pixels become [0, 1] (x / 255), floats pass through."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x
+
+
+def kind_of(x: torch.Tensor) -> str:
+    """The kind of a stored batch: (N, C, H, W) image, (N, D) table."""
+    if x.ndim not in KIND_OF_DIMS:
+        raise DataError(
+            f"expected images (N, C, H, W) or table rows (N, D), got shape {tuple(x.shape)}"
+        )
+    return KIND_OF_DIMS[x.ndim]
+
 
 @dataclass
 class Dataset:
-    """`x`: (N, C, H, W) float32 in [0, 1]; `y`: (N,) int64 labels or None."""
+    """`storage`: (N, C, H, W) images as uint8 (0-255) or float32 in [0, 1], or (N, D)
+    float32 table rows; `x`: the same as float32; `y`: (N,) int64 labels or None;
+    `kind`: "image" or "table" (None: from the storage's dimensions)."""
 
-    x: torch.Tensor
+    storage: torch.Tensor
     y: torch.Tensor | None = None
     name: str = "data"
+    kind: str | None = None
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 4:
+        if self.kind is None:
+            self.kind = KIND_OF_DIMS.get(self.storage.ndim)
+        if self.kind not in EXAMPLE_DIMS or self.storage.ndim != EXAMPLE_DIMS[self.kind] + 1:
             raise DataError(
-                f"{self.name}: expected images shaped (N, C, H, W), got {tuple(self.x.shape)}"
+                f"{self.name}: expected images shaped (N, C, H, W) or table rows (N, D), "
+                f"got {tuple(self.storage.shape)}"
             )
-        if len(self.x) == 0:
+        if len(self.storage) == 0:
             raise DataError(f"{self.name}: no examples")
-        if self.y is not None and len(self.y) != len(self.x):
-            raise DataError(f"{self.name}: {len(self.x)} examples but {len(self.y)} labels")
+        if self.y is not None and len(self.y) != len(self.storage):
+            raise DataError(f"{self.name}: {len(self.storage)} examples but {len(self.y)} labels")
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Every example as float32 (converted on each access for uint8 storage: slice
+        `rows`/`head` first, or iterate with BatchIterator, where the data is large)."""
+        return as_float(self.storage)
+
+    @x.setter
+    def x(self, value: torch.Tensor) -> None:
+        self.storage = value
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.storage)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of one example, e.g. (1, 28, 28)."""
-        return tuple(self.x.shape[1:])
+        """Shape of one example, e.g. (1, 28, 28) or (D,)."""
+        return tuple(self.storage.shape[1:])
 
     def head(self, n: int | None) -> Dataset:
         """The first n examples (all if n is None)."""
@@ -54,7 +99,7 @@ class Dataset:
     def rows(self, index: slice | torch.Tensor) -> Dataset:
         """The examples `index` selects (a slice or a tensor of row numbers), labels alike."""
         y = None if self.y is None else self.y[index]
-        return Dataset(self.x[index], y, self.name)
+        return Dataset(self.storage[index], y, self.name, self.kind)
 
 
 @dataclass
@@ -70,9 +115,15 @@ class DataSplits:
     def shape(self) -> tuple[int, ...]:
         return self.train.shape
 
+    @property
+    def kind(self) -> str:
+        """"image" or "table": what the examples are."""
+        return self.train.kind
+
 
 def images_from_uint8(pixels: np.ndarray, name: str) -> torch.Tensor:
-    """(N, H, W) or (N, C, H, W) uint8 -> float32 tensor (N, C, H, W) in [0, 1]."""
+    """(N, H, W) or (N, C, H, W) uint8 -> uint8 tensor (N, C, H, W), kept as 8-bit pixels
+    (Dataset.x and BatchIterator turn them into float32 in [0, 1])."""
     if pixels.ndim == 3:
         pixels = pixels[:, None]
     if pixels.ndim != 4:
@@ -81,8 +132,7 @@ def images_from_uint8(pixels: np.ndarray, name: str) -> torch.Tensor:
         raise DataError(f"{name}: expected uint8 pixels (0-255), got {pixels.dtype}")
     if len(pixels) == 0:
         raise DataError(f"{name}: no images")
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32)
-    return x.div_(255.0)
+    return torch.from_numpy(np.ascontiguousarray(pixels))  # (N, C, H, W) uint8
 
 
 def labels_from_array(labels: np.ndarray, count: int, name: str) -> torch.Tensor:

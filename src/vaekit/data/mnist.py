@@ -54,9 +54,9 @@ def load_idx_folder(
         labels = read_idx(lbl_path, md5.get(lbl_stem))
         x = images_from_uint8(pixels, str(img_path))
         y = labels_from_array(labels, len(x), str(lbl_path))
-        if splits and x.shape[1:] != splits[0].x.shape[1:]:
+        if splits and x.shape[1:] != splits[0].storage.shape[1:]:
             raise DataError(
-                f"{img_path}: images are {shape_text(x)}, the training images {shape_text(splits[0].x)}"
+                f"{img_path}: images are {shape_text(x)}, the training images {shape_text(splits[0].storage)}"
             )
         splits.append(Dataset(x, y, f"{name}/{split}"))
     return splits[0], splits[1]

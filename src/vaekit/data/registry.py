@@ -71,6 +71,6 @@ def hold_out_validation(splits: DataSplits, size: int) -> DataSplits:
     labels = (None, None) if train.y is None else (train.y[:cut], train.y[cut:])
     return replace(
         splits,
-        train=Dataset(train.x[:cut], labels[0], train.name),
-        valid=Dataset(train.x[cut:], labels[1], f"{train.name} (validation)"),
+        train=Dataset(train.storage[:cut], labels[0], train.name, train.kind),
+        valid=Dataset(train.storage[cut:], labels[1], f"{train.name} (validation)", train.kind),
     )
