@@ -45,7 +45,7 @@ from vaekit.evaluation.metrics import (
 from vaekit.evaluation.quality import feature_classifier, sample_quality
 from vaekit.evaluation.run import MAX_QUALITY_SAMPLES
 from vaekit.models.base import label_args
-from vaekit.models.loading import load
+from vaekit.models.loading import open_run
 from vaekit.training.fit import train
 from vaekit.training.trainer import check_objective
 
@@ -148,9 +148,9 @@ def train_or_reuse(
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A finished run in `path` with the same config is reused; otherwise train one there."""
 
-    folder = RunFolder(path)
-    if folder.weights_path.exists():
-        saved = folder.load_config().to_dict()
+    if RunFolder(path).weights_path.exists():
+        reused = open_run(path)
+        saved = reused.config.to_dict()
         wanted = config.to_dict()
         for raw in (saved, wanted):
             raw["data"]["shape"], raw["model"]["n_classes"] = None, None
@@ -159,7 +159,7 @@ def train_or_reuse(
                 f"{path}: holds a different run; remove it or choose another output folder"
             )
         say(progress, f"compare: reusing the finished run {path}")
-        return load(path), folder.read_metrics()
+        return reused.model, reused.folder.read_metrics()
     run = train(config, path, progress=progress, data=data)
     return run.model, run.history
 

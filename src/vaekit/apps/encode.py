@@ -30,7 +30,7 @@ from vaekit.data.registry import load_data
 from vaekit.evaluation.metrics import class_probabilities, known_label_accuracy
 from vaekit.models.base import gaussian_kl
 from vaekit.models.batched import wide
-from vaekit.models.loading import load
+from vaekit.models.loading import open_run
 from vaekit.models.m2 import known_classes
 from vaekit.models.registry import model_class
 
@@ -78,15 +78,13 @@ def open_inputs(
 ) -> Inputs:
     """The run's model (unconditional models only) and the examples to apply it to."""
 
-    run = RunFolder(run_dir).require()
-    config = run.load_config()
-    model = load(run.path, device=device)
-    if model.needs_labels:
+    run = open_run(run_dir, device)
+    if run.model.needs_labels:
         raise ConfigError(
-            f"{run.path}: a conditional ({config.model.name}) run; applications take unconditional models"
+            f"{run.path}: a conditional ({run.config.model.name}) run; applications take unconditional models"
         )
-    items = check_shape(data_items(config.data, data, split), model)
-    return Inputs(run, config, model, items, items.source)
+    items = check_shape(data_items(run.config.data, data, split), run.model)
+    return Inputs(run.folder, run.config, run.model, items, items.source)
 
 
 def check_shape(items: Items, model: nn.Module) -> Items:

@@ -19,14 +19,15 @@ import torch
 from torch import nn
 
 from vaekit import plots
-from vaekit.config.runs import RunFolder
+from vaekit.config.schema import RunConfig
 from vaekit.core.errors import ConfigError, DataError
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import Dataset, DataSplits
 from vaekit.data.registry import load_data
+from vaekit.models import loading
 from vaekit.models.base import GaussianVAE, gaussian_kl
-from vaekit.models.loading import FixedLabel, load
+from vaekit.models.loading import FixedLabel
 
 METHODS = ("auto", "pca", "tsne")
 PATHS = ("lerp", "slerp")
@@ -45,6 +46,7 @@ class ExploreRun:
     test: Dataset
     classes: list[str] | None
     label: str | None = None  # conditional models: the class every picture is decoded with
+    config: RunConfig | None = field(default=None, repr=False)  # None: not from a run folder
     scores: DimensionScores | None = field(default=None, init=False, repr=False)  # run_scores
 
     @property
@@ -64,9 +66,8 @@ def open_run(
     A conditional model is seen through `FixedLabel` with class `label` (default: the
     label of test image 0)."""
 
-    run = RunFolder(run_dir).require()
-    config = run.load_config()
-    model = load(run.path, device=device)
+    run = loading.open_run(run_dir, device)
+    model, config = run.model, run.config
     splits = data or load_data(config.data)
     test = evaluation_set(splits.test, config.data.binarize)
     name = None
@@ -80,7 +81,7 @@ def open_run(
         name = (
             splits.classes[label] if splits.classes and label < len(splits.classes) else str(label)
         )
-    return ExploreRun(run.path, model, test, splits.classes, name)
+    return ExploreRun(run.path, model, test, splits.classes, name, config)
 
 
 def _device(model: nn.Module) -> torch.device:

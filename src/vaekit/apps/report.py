@@ -80,11 +80,10 @@ def write_report(
     """Write RUN/report.html (or `output`): one self-contained page describing the run.
 
     `data` replaces the dataset named in the run's config (for data not in the registry)."""
-    folder = RunFolder(run_dir).require()
-    config = folder.load_config()
+    run = explore.open_run(run_dir, device=device, data=data)
+    folder, config = RunFolder(run.path), run.config
     history = folder.read_metrics()
     evaluation = read_evaluation(folder.file(EVALUATION_FILE))
-    run = explore.open_run(folder.path, device=device, data=data)
     output = Path(output) if output is not None else folder.file(REPORT_FILE)
     with tempfile.TemporaryDirectory(prefix="vaekit-report-") as scratch:
         pictures = draw_pictures(run, folder, history, Path(scratch), latent_n, seed)

@@ -98,15 +98,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from vaekit import plots
-    from vaekit.config.runs import RunFolder
     from vaekit.data import load_data
     from vaekit.evaluation.metrics import reconstruction_mse
     from vaekit.models import label_args
-    from vaekit.models.loading import load
+    from vaekit.models.loading import open_run
 
-    model = load(args.run, device=args.device)
+    run = open_run(args.run, device=args.device)
+    model = run.model
     device = next(model.parameters()).device
-    test = load_data(RunFolder(args.run).load_config().data).test
+    test = load_data(run.config.data).test
     output = args.output or args.run / "reconstructions.png"
     check_png(output)
     originals = test.x[: args.n].to(device)
@@ -133,14 +133,12 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_summary(path: Path) -> dict[str, Any]:
-    from vaekit.config.runs import RunFolder
-    from vaekit.models.loading import load
+    from vaekit.models.loading import open_run
     from vaekit.training.fit import final_row
 
-    run = RunFolder(path).require()
-    config = run.load_config()
-    metrics = run.read_metrics()
-    model = load(path)
+    run = open_run(path)
+    config, model = run.config, run.model
+    metrics = run.folder.read_metrics()
     return {
         "run": str(path),
         "preset": config.preset,

@@ -22,9 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from vaekit.config.runs import RunFolder
 from vaekit.config.schema import DataConfig
-from vaekit.core.errors import ConfigError, RunError
+from vaekit.core.errors import ConfigError
 from vaekit.core.files import atomic_write_text
 from vaekit.data.binarize import binarization_note, evaluation_set
 from vaekit.data.datasets import Dataset, DataSplits
@@ -40,7 +39,7 @@ from vaekit.evaluation.metrics import (
     reconstruction_mse,
 )
 from vaekit.evaluation.quality import feature_classifier, sample_quality
-from vaekit.models.loading import load
+from vaekit.models.loading import open_run
 
 MAX_QUALITY_SAMPLES = 10_000
 EVALUATION_FILE = "evaluation.json"
@@ -73,14 +72,9 @@ def _resolve(run_or_model, data, binarize, device):
         model = run_or_model.to(device).eval()
         config = data if isinstance(data, DataConfig) else None
     else:
-        run = RunFolder(run_or_model).require()
-        if not run.weights_path.exists():
-            raise RunError(
-                f"{run.weights_path}: weights file not found (training unfinished? "
-                f"continue it with: vaekit train --resume {run.path})"
-            )
-        model = load(run.path, device=device)
-        config = data if isinstance(data, DataConfig) else run.load_config().data
+        opened = open_run(run_or_model, device, final_weights=True)
+        model, run = opened.model, opened.folder
+        config = data if isinstance(data, DataConfig) else opened.config.data
     if not isinstance(data, DataSplits):
         config = config or DataConfig()
         data = load_data(replace(config, limit_train=None, limit_test=None))

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from vaekit.config.runs import RunFolder, load_weights_into
+from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device
 from vaekit.core.errors import RunError
 from vaekit.core.files import load_tensors
@@ -13,25 +15,56 @@ from vaekit.models.base import Model
 from vaekit.models.registry import build_model
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
-    """The trained model of a run folder, in eval mode (final weights, else the checkpoint's)."""
-    run = RunFolder(run_dir).require()
-    config = run.load_config()
+@dataclass
+class OpenedRun:
+    """A run folder opened for use: its paths, its config and its trained model (eval mode)."""
+
+    folder: RunFolder
+    config: RunConfig
+    model: nn.Module
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+
+def open_run(run_dir: str | Path, device: str = "cpu", *, final_weights: bool = False) -> OpenedRun:
+    """Open a run folder: check it, read its config, build its model and load the weights.
+
+    Every job opens runs here, so the checks and their messages are written once. The
+    weights are the final ones (model.safetensors), else the checkpoint's; with
+    `final_weights` only a finished run is accepted (evaluation reports finished runs)."""
+    folder = RunFolder(run_dir).require()
+    if final_weights and not folder.weights_path.exists():
+        raise RunError(
+            f"{folder.weights_path}: weights file not found (training unfinished? "
+            f"continue it with: vaekit train --resume {folder.path})"
+        )
+    config = folder.load_config()
     shape = tuple(config.data.shape) if config.data.shape else None
     if shape is None:
-        raise RunError(f"{run.config_path}: the data shape is not recorded")
+        raise RunError(f"{folder.config_path}: the data shape is not recorded")
     model = build_model(config.model, shape)
-    if run.weights_path.exists():
-        tensors, _ = load_tensors(run.weights_path)
-        source = run.weights_path
-    elif run.checkpoint_path.exists():
-        all_tensors, _ = load_tensors(run.checkpoint_path)
+    load_weights_into(model, *_weights(folder))
+    return OpenedRun(folder, config, model.to(pick_device(device)).eval())
+
+
+def _weights(folder: RunFolder) -> tuple[dict[str, torch.Tensor], Path]:
+    """The model tensors of a run and the file they come from: final weights, else the
+    model part of the checkpoint."""
+    if folder.weights_path.exists():
+        tensors, _ = load_tensors(folder.weights_path)
+        return tensors, folder.weights_path
+    if folder.checkpoint_path.exists():
+        all_tensors, _ = load_tensors(folder.checkpoint_path)
         tensors = {k[6:]: v for k, v in all_tensors.items() if k.startswith("model.")}
-        source = run.checkpoint_path
-    else:
-        raise RunError(f"{run.path}: no weights (model.safetensors) and no checkpoint")
-    load_weights_into(model, tensors, source)
-    return model.to(pick_device(device)).eval()
+        return tensors, folder.checkpoint_path
+    raise RunError(f"{folder.path}: no weights (model.safetensors) and no checkpoint")
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> nn.Module:
+    """The trained model of a run folder, in eval mode (final weights, else the checkpoint's)."""
+    return open_run(run_dir, device).model
 
 
 class FixedLabel(Model):
