@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import array_shapes, arrays
 
 import vaekit
 from vaekit.core.errors import ConfigError, DataError
+from vaekit.data.batches import BatchIterator
 from vaekit.data.idx import parse_idx, read_idx, write_idx
 from vaekit.data.mnist import FASHION_MNIST_DIRS
 
@@ -179,6 +180,31 @@ def test_bundled_mnist_loads(mnist):
     check_mnist_like(mnist)
     assert mnist.train.y[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first labels
     assert 0.12 < mnist.train.x.mean().item() < 0.14  # MNIST's mean intensity is 0.1307
+
+
+def test_mnist_training_pixels_stay_uint8_one_byte_each(mnist):
+    storage = mnist.train.storage  # (60000, 1, 28, 28)
+    assert storage.dtype == torch.uint8 and storage.element_size() == 1
+    assert storage.numel() * storage.element_size() == 60000 * 784  # 47,040,000 bytes
+    assert mnist.kind == "image" and mnist.train.kind == mnist.test.kind == "image"
+
+
+def test_batches_are_float32_equal_to_the_old_whole_set_conversion(mnist):
+    part = mnist.train.head(3000)
+    old = part.storage.to(torch.float32).div_(255.0)  # what the loader used to keep
+    batches = BatchIterator(part.storage, part.y, 256, seed=3)
+    reference = BatchIterator(old, part.y, 256, seed=3)
+    for (x, y), (x_old, y_old) in zip(batches.epoch(2), reference.epoch(2), strict=True):
+        assert x.dtype == torch.float32 and torch.equal(x, x_old) and torch.equal(y, y_old)
+    unshuffled = torch.cat([x for x, _ in BatchIterator(part.storage, None, 700, shuffle=False)])
+    assert torch.equal(unshuffled, old) and torch.equal(part.x, old)
+
+
+def test_dataset_kind_follows_its_examples():
+    table = vaekit.data.Dataset(torch.zeros(5, 3))
+    assert table.kind == "table" and table.shape == (3,) and table.rows(slice(0, 2)).kind == "table"
+    with pytest.raises(DataError, match="table rows"):
+        vaekit.data.Dataset(torch.zeros(5, 3, 2))
 
 
 def test_spread_sample_is_fixed_in_order_and_covers_a_sorted_file():

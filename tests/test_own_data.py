@@ -18,6 +18,7 @@ from vaekit.data import load_data
 from vaekit.data.arrays import read_items, split_indices
 from vaekit.data.registry import dataset_for_path
 from vaekit.data.tables import read_table
+from vaekit.likelihoods import Gaussian
 
 
 def save_png(path: Path, size=(8, 8), mode: str = "L", seed: int = 0) -> Path:
@@ -119,9 +120,11 @@ def test_npy_vectors_and_images(tmp_path):
     np.save(tmp_path / "v.npy", np.arange(12, dtype=np.float32).reshape(4, 3) / 12)
     np.save(tmp_path / "img.npy", np.full((5, 6, 6, 3), 255, dtype=np.uint8))  # NHWC
     vectors = read_items(DataConfig(name="array", path=str(tmp_path / "v.npy")))
-    assert vectors.x.shape == (4, 1, 1, 3) and vectors.ids == ["0", "1", "2", "3"]
+    assert vectors.x.shape == (4, 3) and vectors.ids == ["0", "1", "2", "3"]
+    assert vectors.kind == "table"
     images = read_items(DataConfig(name="array", path=str(tmp_path / "img.npy")))
     assert images.x.shape == (5, 3, 6, 6) and images.x.max() == 1.0  # uint8 / 255
+    assert images.kind == "image" and images.storage.dtype == torch.uint8
 
 
 def test_npz_labels_ids_and_own_split(tmp_path):
@@ -244,6 +247,39 @@ def test_train_on_csv_records_statistics_in_the_run(tmp_path, capsys):
     assert data["columns"] == ["a", "b"] and len(data["center"]) == len(data["scale"]) == 2
     config = vaekit.RunConfig.load(tmp_path / "run" / "config.json")
     assert config.model.likelihood == "gaussian-perdim"
+
+
+def test_table_run_plots_features_not_image_grids_and_reports_per_example(tmp_path, capsys):
+    path = write_csv(tmp_path / "t.csv", TABLE)
+    args = ["train", "--data", path, "--label-column", "label", "--id-column", "id"]
+    args += ["--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--quiet"]
+    code, out, err = run_cli([*args, "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    run = tmp_path / "run"
+    assert not (run / "samples.png").exists() and not (run / "reconstructions.png").exists()
+    assert (run / "feature_reconstructions.png").stat().st_size > 0
+    assert "nats per example" in out and "per image" not in out and "bits/dim" not in out
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["kind"] == "table" and data["shape"] == [2]
+
+
+def test_conv_on_a_table_is_a_one_line_config_error(tmp_path, capsys):
+    path = write_csv(tmp_path / "t.csv", TABLE)
+    args = ["train", "--data", path, "--label-column", "label", "--id-column", "id"]
+    code, _, err = run_cli([*args, "--arch", "conv", "--out", tmp_path / "run"], capsys)
+    assert_one_line_error(code, err)
+    assert "arch 'conv' needs images" in err and "table of 2 features" in err
+
+
+def test_runs_recording_tables_as_1x1xD_images_still_load():
+    raw = {"data": {"name": "csv", "shape": [1, 1, 4]}, "model": {"likelihood": "gaussian-perdim"}}
+    config = vaekit.RunConfig.from_dict(raw)
+    assert config.data.shape == [4] and config.data.kind == "table"
+    old = Gaussian((1, 1, 4), per_dim=True)
+    old.log_scale.data = torch.arange(4.0).view(1, 1, 4)
+    new = Gaussian((4,), per_dim=True)
+    new.load_state_dict(old.state_dict())
+    assert torch.equal(new.log_scale.data, torch.arange(4.0))
 
 
 # --- --data PATH --------------------------------------------------------------------------

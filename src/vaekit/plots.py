@@ -207,6 +207,39 @@ def save_latent_scatter(
     )
 
 
+def save_feature_reconstructions(
+    originals: torch.Tensor,
+    reconstructions: torch.Tensor,
+    path: str | Path,
+    names: Sequence[str] | None = None,
+    n_features: int = 8,
+) -> Path:
+    """Table rows: one panel per feature (the first `n_features`), each test row's value
+    against its reconstruction, with the diagonal a perfect model would lie on. Inputs
+    (N, D); a feature whose points hug the diagonal is reconstructed well."""
+    x = originals.detach().float().cpu().flatten(1).numpy()  # (N, D)
+    r = reconstructions.detach().float().cpu().flatten(1).numpy()  # (N, D)
+    count = min(n_features, x.shape[1])
+    ncols = min(4, count)
+    nrows = math.ceil(count / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        if j >= count:
+            ax.axis("off")
+            continue
+        low, high = min(x[:, j].min(), r[:, j].min()), max(x[:, j].max(), r[:, j].max())
+        ax.plot([low, high], [low, high], color="grey", linewidth=1, zorder=1)
+        ax.scatter(x[:, j], r[:, j], s=6, alpha=0.5, zorder=2)
+        ax.set_title(names[j] if names and j < len(names) else f"feature {j}", fontsize=9)
+        ax.set_xlabel("original", fontsize=8)
+        ax.set_ylabel("reconstruction", fontsize=8)
+        ax.grid(alpha=0.3)
+    shown = f"first {count} of {x.shape[1]}" if count < x.shape[1] else f"all {count}"
+    fig.suptitle(f"Reconstructions of {len(x)} test rows, {shown} features")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def save_loss_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
     """-ELBO, reconstruction and KL per epoch, train and test, in nats per example."""
     epochs = [row["epoch"] for row in history]

@@ -369,7 +369,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(build_train_config(args), run_dir=args.out, progress=not args.quiet)
     if run.rank != 0:  # under torchrun, rank 0 reports
         return 0
-    print(final_line(run.final, run.config.model.likelihood))
+    print(final_line(run.final, run.config.model.likelihood, run.config.data.kind or "image"))
     if "warning" in run.final:
         print(f"warning: {run.final['warning']}")
     print(
@@ -382,16 +382,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def final_line(final: dict, likelihood: str) -> str:
-    """The run's headline number: test -ELBO, or the reconstruction error of AE and PCA."""
+def final_line(final: dict, likelihood: str, kind: str = "image") -> str:
+    """The run's headline number: test -ELBO, or the reconstruction error of AE and PCA;
+    nats per image and bits/dim for images, nats per example for tables."""
     if "test_neg_elbo" not in final:
         return (
             f"test reconstruction MSE {final['test_mse']:.5f} per pixel on [0,1] intensities "
             f"(no ELBO for this model) after {final['epoch']} epochs"
         )
     density = "" if likelihood == "bernoulli" else f", {likelihood} log-density"
+    terms = f"reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}"
+    if kind != "image":
+        return (
+            f"test -ELBO {final['test_neg_elbo']:.2f} nats per example ({terms}{density}) "
+            f"after {final['epoch']} epochs"
+        )
     return (
-        f"test -ELBO {final['test_neg_elbo']:.2f} nats per image "
-        f"(reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}; "
+        f"test -ELBO {final['test_neg_elbo']:.2f} nats per image ({terms}; "
         f"{final['test_bits_per_dim']:.4f} bits/dim{density}) after {final['epoch']} epochs"
     )

@@ -32,7 +32,8 @@ class DataConfig:
     limit_train: int | None = None  # use only the first N training examples (quick tests)
     limit_test: int | None = None
     valid_size: int = 0  # hold out the last N training examples as a validation split
-    shape: list[int] | None = None  # (C, H, W) of one example; recorded when training starts
+    shape: list[int] | None = None  # (C, H, W) or (D,) of one example; recorded at training
+    kind: str | None = None  # image | table: what an example is; recorded when training starts
     # own data (name folder | array | csv, path the folder or file; docs/own-data.md)
     test_fraction: float = 0.1  # data without a split of its own: seeded random test share
     split_seed: int = 0
@@ -215,9 +216,13 @@ class RunConfig:
             "tables (data.name csv) need a Gaussian likelihood: model.likelihood gaussian-perdim",
         )
         _check(
-            self.data.shape is None or (len(self.data.shape) == 3 and min(self.data.shape) >= 1),
-            "data.shape must be three positive sizes (C, H, W)",
+            self.data.shape is None
+            or (len(self.data.shape) in (1, 3) and min(self.data.shape) >= 1),
+            "data.shape must be three positive sizes (C, H, W) or one (D,)",
         )
+        if self.data.kind is None and self.data.shape is not None:
+            self.data.kind = "table" if len(self.data.shape) == 1 else "image"
+        _check(self.data.kind in (None, "image", "table"), "data.kind must be image or table")
         for limit in ("limit_train", "limit_test"):
             value = getattr(self.data, limit)
             _check(value is None or value >= 1, f"data.{limit} must be >= 1")
@@ -234,6 +239,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
         config = build_dataclass(cls, raw, source)
+        migrate_table_shape(config.data)
         try:
             return config.validate()
         except ConfigError as err:  # name the file the value came from
@@ -259,6 +265,14 @@ class RunConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(raw, source=str(path))
+
+
+def migrate_table_shape(data: DataConfig) -> None:
+    """Runs written before tables had a kind recorded their rows as (1, 1, D) images:
+    read them as tables of shape (D,)."""
+    old_table = data.shape is not None and len(data.shape) == 3 and data.shape[:2] == [1, 1]
+    if data.kind is None and data.name in ("csv", "array") and old_table:
+        data.shape, data.kind = [data.shape[2]], "table"
 
 
 def _check(condition: bool, message: str) -> None:

@@ -10,8 +10,10 @@ in the config). The applications (anomaly, denoise, encode) read a whole file wi
 Arrays: `.npy` holds the examples; `.npz` holds them under `x` (or `X`, `data`, `images`,
 or its only array), labels under `y` (or `labels`, `targets`), ids under `ids`, or a split
 of its own as `x_train` / `x_test` (+ `y_train` / `y_test`). Shapes: (N, D) vectors,
-(N, H, W) greyscale images, (N, C, H, W) or (N, H, W, C) with C in 1, 3, 4. uint8 values are
-divided by 255; floats are used as they are (in [0, 1] for the Bernoulli likelihood).
+(N, H, W) greyscale images, (N, C, H, W) or (N, H, W, C) with C in 1, 3, 4. (N, D) vectors
+are a table (kind "table", examples (D,)); the rest are images (kind "image"). uint8 images
+stay uint8 in memory (read as x / 255); uint8 vectors are divided by 255; floats are used as
+they are (in [0, 1] for the Bernoulli likelihood).
 """
 
 from __future__ import annotations
@@ -26,26 +28,41 @@ import torch
 
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
-from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.datasets import Dataset, DataSplits, as_float, kind_of
 from vaekit.data.registry import dataset_for_path, register_dataset
 
 
 @dataclass
 class Items:
-    """Every example of a user's data: x (N, C, H, W) float32, labels, ids, own split."""
+    """Every example of a user's data: storage (N, C, H, W) images (uint8 or float32) or
+    (N, D) float table rows, `x` the same as float32; labels, ids, own split."""
 
-    x: torch.Tensor
+    storage: torch.Tensor
     y: torch.Tensor | None
     ids: list[str]
     classes: list[str] | None
     source: str
     test_mask: torch.Tensor | None = None  # bool (N,): the data's own test split, if any
 
+    @property
+    def x(self) -> torch.Tensor:
+        """Every example as float32 (uint8 pixels read as x / 255)."""
+        return as_float(self.storage)
+
+    @x.setter
+    def x(self, value: torch.Tensor) -> None:
+        self.storage = value
+
+    @property
+    def kind(self) -> str:
+        """ "image" (examples (C, H, W)) or "table" (examples (D,))."""
+        return kind_of(self.storage)
+
     def subset(self, index: torch.Tensor) -> Items:
         """The examples at `index` (in that order), without a split of their own."""
         y = None if self.y is None else self.y[index]
         ids = [self.ids[i] for i in index.tolist()]
-        return Items(self.x[index], y, ids, self.classes, self.source)
+        return Items(self.storage[index], y, ids, self.classes, self.source)
 
     def label_names(self) -> list[str] | None:
         """Each example's label as text (its class name where there are names)."""
@@ -55,7 +72,7 @@ class Items:
         return [names[k] if names else str(k) for k in self.y.tolist()]
 
     def dataset(self, name: str) -> Dataset:
-        return Dataset(self.x, self.y, name)
+        return Dataset(self.storage, self.y, name, self.kind)
 
 
 Reader = Callable[[DataConfig], Items]
@@ -64,7 +81,7 @@ READERS: dict[str, Reader] = {}  # dataset name -> reads every example of config
 
 def split_indices(items: Items, config: DataConfig) -> dict[str, torch.Tensor]:
     """{"train": index, "test": index}: the data's own split, else a seeded random one."""
-    n = len(items.x)
+    n = len(items.storage)
     if items.test_mask is not None:
         test = items.test_mask
     else:
@@ -82,7 +99,7 @@ def split_items(items: Items, config: DataConfig, name: str) -> DataSplits:
     """Train/test DataSplits of `items` (each split keeps the file order)."""
     parts = {k: items.subset(v) for k, v in split_indices(items, config).items()}
     for split, part in parts.items():
-        if len(part.x) == 0:
+        if len(part.storage) == 0:
             raise DataError(f"{items.source}: the {split} split is empty")
     train, test = (parts[k].dataset(f"{name}/{k}") for k in ("train", "test"))
     return DataSplits(train, test, name, items.source, items.classes)
@@ -140,15 +157,17 @@ def check_finite(values: np.ndarray, source: str) -> None:
 
 
 def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
-    """An array of examples -> float32 (N, C, H, W): vectors become (N, 1, 1, D)."""
+    """An array of examples -> (N, D) float32 table rows, or (N, C, H, W) images (uint8
+    pixels kept as uint8, anything else float32)."""
     if values.dtype == object or not (
         np.issubdtype(values.dtype, np.number) or values.dtype == bool
     ):
         raise DataError(f"{source}: expected numbers, got an array of {values.dtype}")
     if np.issubdtype(values.dtype, np.floating):
         check_finite(values, source)  # before reshaping: the index is the file's
-    if values.ndim == 2:
-        values = values[:, None, None, :]
+    if values.ndim == 2:  # table rows (N, D)
+        if values.dtype == np.uint8:
+            return torch.from_numpy(np.ascontiguousarray(values)).float().div_(255.0)
     elif values.ndim == 3:
         values = values[:, None]
     elif values.ndim == 4 and values.shape[-1] in (1, 3, 4) and values.shape[1] not in (1, 3, 4):
@@ -157,8 +176,8 @@ def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
         raise DataError(f"{source}: expected 2 to 4 dimensions (N, ...), got shape {values.shape}")
     if len(values) == 0:
         raise DataError(f"{source}: no examples")
-    if values.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(values)).float().div_(255.0)
+    if values.dtype == np.uint8:  # 8-bit pixels: stored as they are
+        return torch.from_numpy(np.ascontiguousarray(values))
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
@@ -196,7 +215,7 @@ def _npz_items(arrays: dict[str, np.ndarray], source: str) -> Items:
         raise DataError(
             f"{source}: no array named x, X, data or images (holds: {', '.join(arrays) or 'none'})"
         )
-    x = as_examples(arrays[key], f"{source}[{key}]")
+    x = as_examples(arrays[key], f"{source}[{key}]")  # (N, D) or (N, C, H, W)
     y = classes = None
     if (y_key := _pick(arrays, Y_KEYS)) is not None:
         y, classes = as_labels(arrays[y_key], len(x), f"{source}[{y_key}]")
@@ -213,19 +232,21 @@ def _strip(arrays: dict[str, np.ndarray], suffix: str) -> dict[str, np.ndarray]:
 def _concat(parts: list[Items], source: str) -> Items:
     """Train and test parts as one Items whose test_mask marks the second part."""
     train, test = parts
-    if train.x.shape[1:] != test.x.shape[1:]:
+    if train.storage.shape[1:] != test.storage.shape[1:]:
         raise DataError(
-            f"{source}: x_train examples are {tuple(train.x.shape[1:])}, x_test {tuple(test.x.shape[1:])}"
+            f"{source}: x_train examples are {tuple(train.storage.shape[1:])}, "
+            f"x_test {tuple(test.storage.shape[1:])}"
         )
     y = classes = None
     if train.y is not None and test.y is not None:
         names = train.label_names() + test.label_names()
         y, classes = as_labels(np.array(names), len(names), source)
     ids = [f"train/{i}" for i in train.ids] + [f"test/{i}" for i in test.ids]
-    mask = torch.cat(
-        [torch.zeros(len(train.x), dtype=torch.bool), torch.ones(len(test.x), dtype=torch.bool)]
-    )
-    return Items(torch.cat([train.x, test.x]), y, ids, classes, source, mask)
+    n_train, n_test = len(train.storage), len(test.storage)
+    mask = torch.cat([torch.zeros(n_train, dtype=torch.bool), torch.ones(n_test, dtype=torch.bool)])
+    same = train.storage.dtype == test.storage.dtype  # both uint8 pixels: stay uint8
+    x = torch.cat([train.storage, test.storage] if same else [train.x, test.x])
+    return Items(x, y, ids, classes, source, mask)
 
 
 @own_data("array", (".npy", ".npz"))

@@ -39,6 +39,16 @@ def kind_of(x: torch.Tensor) -> str:
     return KIND_OF_DIMS[x.ndim]
 
 
+def kind_of_shape(shape: tuple[int, ...] | list[int]) -> str:
+    """The kind whose examples have `shape`: (C, H, W) image, (D,) table."""
+    kinds = {dims: kind for kind, dims in EXAMPLE_DIMS.items()}
+    if len(shape) not in kinds:
+        raise DataError(
+            f"examples shaped {tuple(shape)} are neither images (C, H, W) nor rows (D,)"
+        )
+    return kinds[len(shape)]
+
+
 @dataclass
 class Dataset:
     """`storage`: (N, C, H, W) images as uint8 (0-255) or float32 in [0, 1], or (N, D)
@@ -117,7 +127,7 @@ class DataSplits:
 
     @property
     def kind(self) -> str:
-        """"image" or "table": what the examples are."""
+        """ "image" or "table": what the examples are."""
         return self.train.kind
 
 

@@ -77,7 +77,8 @@ def decode(path: Path, color: str, resize: list[int] | None) -> np.ndarray:
 
 
 def decode_all(files: list[Path], config: DataConfig) -> torch.Tensor:
-    """Decode every file into one float32 tensor (N, C, H, W) in [0, 1], sizes checked."""
+    """Decode every file into one uint8 tensor (N, C, H, W) of 8-bit pixels, sizes checked
+    (kept as uint8 in memory: Dataset.x and BatchIterator read them as x / 255)."""
     arrays = []
     bar = tqdm(
         files,
@@ -99,7 +100,7 @@ def decode_all(files: list[Path], config: DataConfig) -> torch.Tensor:
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
     pixels = np.stack(arrays)
     pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0)
+    return torch.from_numpy(np.ascontiguousarray(pixels))
 
 
 def check_options(config: DataConfig) -> None:

@@ -52,6 +52,7 @@ def load_data(config: DataConfig) -> DataSplits:
         splits = hold_out_validation(splits, config.valid_size)
     splits.train = splits.train.head(config.limit_train)
     splits.test = splits.test.head(config.limit_test)
+    config.kind = splits.kind  # recorded with the run: later commands know what an example is
     return splits
 
 

@@ -5,7 +5,7 @@ Every column is a numeric feature except the ones named as `label_column` and
 deviations (population, as scikit-learn's StandardScaler; a constant column keeps scale 1).
 Those statistics and the feature columns are recorded in the run's config.json when
 training starts, and every later read (scoring new rows) uses the recorded ones, so a row
-gets the same numbers whichever file it comes in. Examples are (1, 1, D) vectors.
+gets the same numbers whichever file it comes in. Examples are rows (D,) of kind "table".
 
 Nothing is skipped: a ragged row, an empty cell, a NaN or infinite value or text in a
 feature column is an error naming the file, the row (data rows count from 1 after the
@@ -150,7 +150,7 @@ def read_raw(config: DataConfig, strict: bool = True) -> tuple[Items, list[str]]
         y, classes = labels(table, label)
     ids = [row[ident] for row in table.rows] if ident is not None else None
     ids = ids or [str(i) for i in range(1, len(table.rows) + 1)]
-    x = torch.from_numpy(values)[:, None, None, :]  # float64 until standardised
+    x = torch.from_numpy(values)  # (N, D) float64 until standardised
     names = [table.header[j] for j in features]
     return Items(x, y, ids, classes, str(table.path)), names
 
@@ -181,7 +181,7 @@ def standardize(items: Items, config: DataConfig) -> Items:
 
 
 def unstandardize(x: torch.Tensor, config: DataConfig) -> torch.Tensor:
-    """Standardised examples (N, 1, 1, D) back to the table's units, float64."""
+    """Standardised rows (N, D) back to the table's units, float64."""
     center = torch.tensor(config.center, dtype=torch.float64)
     scale = torch.tensor(config.scale, dtype=torch.float64)
     return x.double() * scale + center

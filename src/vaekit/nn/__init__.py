@@ -1,6 +1,7 @@
 """Network bodies for encoders and decoders, chosen by `ModelConfig.arch`.
 
-`build_networks(config, shape)` returns (encoder, decoder) for any image shape (C, H, W).
+`build_networks(config, shape)` returns (encoder, decoder) for images (C, H, W) or, with
+the MLP, table rows (D,) (conv and resnet need images: a table is refused).
 An encoder maps x (and, for conditional models, a condition vector) to `heads` tensors of
 (B, latent_dim); a decoder maps (B, latent_dim + cond_dim) to (B, C, H, W) parameters.
 A new architecture is one function here taking (config, shape, cond_dim, heads).
@@ -14,6 +15,7 @@ from torch import nn
 
 from vaekit.config.schema import ModelConfig
 from vaekit.core.errors import ConfigError
+from vaekit.data.datasets import kind_of_shape
 
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
@@ -70,11 +72,15 @@ ARCHS: dict[str, Callable[[ModelConfig, tuple[int, ...], int, int], Networks]] =
 def build_networks(
     config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0, heads: int = 2
 ) -> Networks:
-    """(encoder, decoder) of architecture `config.arch` for images of `shape` (C, H, W)."""
+    """(encoder, decoder) of architecture `config.arch` for examples of `shape`: images
+    (C, H, W) for every arch, table rows (D,) for the MLP only."""
     if config.arch not in ARCHS:
         raise ConfigError(f"unknown arch {config.arch!r} (known: {', '.join(ARCHS)})")
-    if len(shape) != 3 and config.arch != "mlp":
-        raise ConfigError(f"arch {config.arch!r} needs images shaped (C, H, W), got {shape}")
+    if config.arch != "mlp" and kind_of_shape(shape) != "image":
+        raise ConfigError(
+            f"arch {config.arch!r} needs images (C, H, W); this data is a table of "
+            f"{shape[-1]} features per example: use arch mlp (--arch mlp)"
+        )
     if config.arch == "mlp" and not config.hidden:
         raise ConfigError("arch 'mlp' needs at least one hidden layer (model.hidden)")
     return ARCHS[config.arch](config, tuple(shape), cond_dim, heads)

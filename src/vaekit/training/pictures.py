@@ -1,4 +1,9 @@
-"""The pictures every finished run leaves: samples, reconstructions, latent plot, loss curves."""
+"""The pictures every finished run leaves: samples, reconstructions, latent plot, loss curves.
+
+What is drawn depends on the data's kind: images get grids of samples and reconstructions;
+a table gets no image grids (a row of features is not a picture) but a per-feature plot of
+test rows against their reconstructions (feature_reconstructions.png).
+"""
 
 from __future__ import annotations
 
@@ -11,32 +16,63 @@ from vaekit.data.batches import BatchIterator
 from vaekit.data.datasets import DataSplits
 from vaekit.models.base import label_args
 
+TABLE_ROWS = 1000  # test rows in a table run's per-feature reconstruction plot
+
 
 def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: list[dict]) -> None:
     """The pictures every run leaves: samples, reconstructions, latent plot, loss curves."""
     model.eval()
     device = next(model.parameters()).device
-    n_samples = run.load_config().n_samples
-    generator = torch.Generator(device=device).manual_seed(0)
-    plots.save_grid(model.sample(n_samples, generator=generator), run.file("samples.png"))
-    originals = data.test.x[:32].to(device)
-    labels = label_args(model, None if data.test.y is None else data.test.y[:32], device)
-    plots.save_reconstructions(
-        originals, model.reconstruct(originals, **labels), run.file("reconstructions.png")
-    )
+    if data.kind == "image":
+        write_image_pictures(run, model, data, device)
+    else:
+        write_table_pictures(run, model, data, device)
     subset = data.test.head(5000)
     with torch.no_grad():
         z_mean = torch.cat(
             [
                 model.encode(x.to(device), **label_args(model, y, device))[0]
-                for x, y in BatchIterator(subset.x, subset.y, 1000, shuffle=False)
+                for x, y in BatchIterator(subset.storage, subset.y, 1000, shuffle=False)
             ]
         )
     plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
+    if history and "train_loss" in history[0]:
+        plots.save_loss_curves(history, run.file("loss_curves.png"))
+
+
+def write_image_pictures(
+    run: RunFolder, model: nn.Module, data: DataSplits, device: torch.device
+) -> None:
+    """Image grids: samples from the prior, test images above their reconstructions and,
+    for M2, analogies."""
+    n_samples = run.load_config().n_samples
+    generator = torch.Generator(device=device).manual_seed(0)
+    plots.save_grid(model.sample(n_samples, generator=generator), run.file("samples.png"))
+    originals = data.test.head(32).x.to(device)  # (32, C, H, W) float32
+    labels = label_args(model, None if data.test.y is None else data.test.y[:32], device)
+    plots.save_reconstructions(
+        originals, model.reconstruct(originals, **labels), run.file("reconstructions.png")
+    )
     if model.has_analogies:  # M2: style from a test image, content from each label
-        inputs = data.test.x[:10].to(device)
+        inputs = data.test.head(10).x.to(device)
         plots.save_analogies(
             inputs, model.analogies(inputs), run.file("analogies.png"), data.classes
         )
-    if history and "train_loss" in history[0]:
-        plots.save_loss_curves(history, run.file("loss_curves.png"))
+
+
+def write_table_pictures(
+    run: RunFolder, model: nn.Module, data: DataSplits, device: torch.device
+) -> None:
+    """Per-feature scatter of test rows (N, D) against their reconstructions."""
+    rows = data.test.head(TABLE_ROWS)
+    with torch.no_grad():
+        recons = torch.cat(
+            [
+                model.reconstruct(x.to(device), **label_args(model, y, device)).float().cpu()
+                for x, y in BatchIterator(rows.storage, rows.y, 500, shuffle=False)
+            ]
+        )
+    names = run.load_config().data.columns
+    plots.save_feature_reconstructions(
+        rows.x, recons, run.file("feature_reconstructions.png"), names
+    )
