@@ -47,8 +47,8 @@ class Inputs:
 
     @property
     def is_images(self) -> bool:
-        """False for tables and vectors (examples shaped (1, 1, D))."""
-        return tuple(self.items.x.shape[1:3]) != (1, 1)
+        """False for tables and vectors (kind "table", examples shaped (D,))."""
+        return self.items.kind == "image"
 
 
 def data_items(config: DataConfig, path: str | Path | None, split: str = "test") -> Items:
