@@ -99,7 +99,7 @@ def test_numbers_come_back_exactly(values: np.ndarray):
     text = header + "\n" + "".join(",".join(map(repr, row)) + "\n" for row in values.tolist())
     (items, names), _ = read_csv(text)
     assert names == header.split(",")
-    np.testing.assert_array_equal(items.x[:, 0, 0].numpy(), values)
+    np.testing.assert_array_equal(items.x.numpy(), values)  # rows (N, D) of kind "table"
     assert items.ids == [str(i) for i in range(1, len(values) + 1)]
 
 
@@ -124,7 +124,7 @@ def test_standardised_with_the_training_statistics(values: np.ndarray):
         config = DataConfig(name="csv", path=str(path), test_fraction=0.25)
         splits = load_table(config)
         again = read_table(config)  # a later read uses the recorded statistics
-    train = splits.train.x[:, 0, 0].double()
+    train = splits.train.x.double()  # (N, D)
     assert train.mean(0).abs().max() < 1e-4
     spread = train.std(0, correction=0).numpy()  # 1, or 0 for a column constant in training
     assert np.all((np.abs(spread - 1) < 1e-3) | (spread < 1e-6))
