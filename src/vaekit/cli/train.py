@@ -372,9 +372,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(final_line(run.final, run.config.model.likelihood, run.config.data.kind or "image"))
     if "warning" in run.final:
         print(f"warning: {run.final['warning']}")
-    print(
-        f"run folder: {run.path}  (samples.png, reconstructions.png, latent.png, loss_curves.png)"
-    )
+    table = run.config.data.kind == "table"
+    pictures = "feature_reconstructions.png" if table else "samples.png, reconstructions.png"
+    print(f"run folder: {run.path}  ({pictures}, latent.png, loss_curves.png)")
     if args.report:
         from vaekit.apps.report import write_report
 

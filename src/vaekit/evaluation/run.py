@@ -142,6 +142,7 @@ def evaluate_run(
         "dataset": splits.name,
         "split": split,
         "n_examples": len(evaluated),
+        "kind": evaluated.kind,  # image | table: tables have no bits/dim
         "data_dims": math.prod(evaluated.shape),
         "binarization": binarization_note(
             splits.name, binarize, getattr(model.likelihood, "name", "bernoulli")
@@ -219,11 +220,14 @@ Row = tuple[str, str, str, str]  # quantity, value, unit, what it is computed fr
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a table: quantity, value, unit, and the samples behind each number."""
-    images = f"{report['n_examples']} {report['split']} images"
+    noun = "images" if report.get("kind", "image") == "image" else "examples"
+    images = f"{report['n_examples']} {report['split']} {noun}"
     rows = _elbo_rows(report, images) + _iwae_rows(report, images) + _other_rows(report, images)
+    if noun != "images":  # bits/dim is an image unit: a table reports nats per example
+        rows = [row for row in rows if row[2] != "bits/dim"]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
-        f"{report['dataset']}, {report['split']} split: {report['n_examples']} images of "
+        f"{report['dataset']}, {report['split']} split: {report['n_examples']} {noun} of "
         f"{report['data_dims']} dims; binarisation: {report['binarization']}",
         "",
     ]
