@@ -37,9 +37,9 @@ from vaekit.apps.encode import check_shape, data_items, open_inputs
 from vaekit.config.runs import RunFolder
 from vaekit.core.errors import ConfigError, RunError
 from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
-from vaekit.data.binarize import BINARIZE_TEST_SEED
+from vaekit.data.binarize import evaluation_view
 from vaekit.likelihoods import LOG_2PI
-from vaekit.models.batched import wide
+from vaekit.models.batched import map_batches, wide
 from vaekit.plots import save_figure
 
 SCORES = ("elbo", "iwae", "recon")
@@ -125,8 +125,6 @@ def anomaly_scores(
     if sampled:
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(samples, model.latent_dim, generator=generator).to(device, dtype)
-    batch = max(1, CHUNK_ROWS // samples)
-    parts: dict[str, list[torch.Tensor]] = {s: [] for s in scores}
     bar = tqdm(
         total=len(x),
         desc="scoring",
@@ -135,19 +133,22 @@ def anomaly_scores(
         file=sys.stderr,
         mininterval=0.1 if sys.stderr.isatty() else 5.0,
     )
-    for start in range(0, len(x), batch):
-        xb = x[start : start + batch].to(device)
+
+    def score(xb: torch.Tensor, _) -> tuple[torch.Tensor, ...]:
+        start = bar.n  # examples scored before this batch: seeds its own draws
+        values = {}
         if sampled:
             log_w = sampled_log_weights(model, xb, eps, samples, seed * 1_000_003 + start)
-            if "elbo" in scores:
-                parts["elbo"].append(-log_w.mean(0).cpu())
-            if "iwae" in scores:
-                parts["iwae"].append((math.log(samples) - torch.logsumexp(log_w, 0)).cpu())
+            values["elbo"] = -log_w.mean(0)
+            values["iwae"] = math.log(samples) - torch.logsumexp(log_w, 0)
         if "recon" in scores:
-            parts["recon"].append(reconstruction_error(model, xb).double().cpu())
+            values["recon"] = reconstruction_error(model, xb).double()
         bar.update(len(xb))
+        return tuple(values[s] for s in scores)
+
+    columns = map_batches(score, x, None, max(1, CHUNK_ROWS // samples), device)
     bar.close()
-    return {s: torch.cat(p) for s, p in parts.items()}
+    return dict(zip(scores, columns))
 
 
 def threshold_at(train_scores: torch.Tensor, quantile: float) -> float:
@@ -190,14 +191,6 @@ def ground_truth(
 
 
 # --- calibration stored in the run --------------------------------------------------------
-def likelihood_view(x: torch.Tensor, binarize: str) -> torch.Tensor:
-    """The data as the likelihood saw it: binarised once (fixed seed) under dynamic binarisation."""
-    if binarize != "dynamic":
-        return x
-
-    return torch.bernoulli(x, generator=torch.Generator().manual_seed(BINARIZE_TEST_SEED))
-
-
 def calibrate(
     run: RunFolder, model: nn.Module, samples: int, seed: int, progress: bool, again: bool = False
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -214,7 +207,7 @@ def calibrate(
     n_train = min(len(items.x), config.data.limit_train or len(items.x))  # what it trained on
     order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     chosen = order[:MAX_CALIBRATION].sort().values
-    x = likelihood_view(items.x[chosen], config.data.binarize)
+    x = evaluation_view(items.x[chosen], config.data.binarize)
     scores = anomaly_scores(model, x, available_scores(model), samples, seed, progress)
     names = items.subset(chosen).label_names()
     meta = {
@@ -349,7 +342,7 @@ def detect_anomalies(
     check_scores(inputs.model, (score,))
     calibration, meta = calibrate(inputs.run, inputs.model, samples, seed, progress, recalibrate)
     threshold = threshold_at(calibration[score], quantile)
-    x = likelihood_view(inputs.items.x, inputs.config.data.binarize)
+    x = evaluation_view(inputs.items.x, inputs.config.data.binarize)
     values = anomaly_scores(inputs.model, x, (score,), samples, seed, progress)[score]
     flags = values > threshold
     labels = inputs.items.label_names()

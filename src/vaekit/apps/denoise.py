@@ -27,6 +27,7 @@ from vaekit.apps.encode import open_inputs
 from vaekit.core.errors import ConfigError
 from vaekit.core.files import atomic_write_bytes, atomic_write_text
 from vaekit.core.noise import Noise, corrupt, in_unit_range, parse_noise
+from vaekit.models.batched import reconstruct_all
 from vaekit.plots import image_grid, save_image
 
 PREVIEW = 16  # examples in the noisy / denoised / clean grid
@@ -36,17 +37,6 @@ def psnr(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio of each example (dB, peak 1), shape (N,); inf if equal."""
     mse = (clean.double() - other.double()).square().flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse)
-
-
-@torch.no_grad()
-def reconstruct_all(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Decoded posterior means of every example, on the CPU."""
-    device = next(model.parameters()).device
-    parts = [
-        model.reconstruct(x[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(parts)
 
 
 def denoise(
@@ -59,12 +49,12 @@ def denoise(
     noise = parse_noise(noise) if isinstance(noise, str) else noise
     clip = in_unit_range(clean)
     noisy = corrupt(clean, noise, torch.Generator().manual_seed(seed), clip=clip)
-    denoised = reconstruct_all(model, noisy, batch_size)
+    denoised = reconstruct_all(model, noisy, batch_size=batch_size)
     result: dict[str, Any] = {"noisy": noisy, "denoised": denoised, "noise": str(noise)}
     outputs = {
         "noisy": noisy,
         "denoised": denoised,
-        "reconstructed_clean": reconstruct_all(model, clean, batch_size),
+        "reconstructed_clean": reconstruct_all(model, clean, batch_size=batch_size),
     }
     if clip:
         result["unit"] = "PSNR, dB (peak 1), mean over examples"

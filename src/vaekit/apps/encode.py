@@ -29,7 +29,7 @@ from vaekit.data.datasets import Dataset
 from vaekit.data.registry import load_data
 from vaekit.evaluation.metrics import class_probabilities, known_label_accuracy
 from vaekit.models.base import gaussian_kl
-from vaekit.models.batched import wide
+from vaekit.models.batched import encode_all
 from vaekit.models.loading import open_run
 from vaekit.models.m2 import known_classes
 from vaekit.models.registry import model_class
@@ -98,21 +98,6 @@ def check_shape(items: Items, model: nn.Module) -> Items:
 
 
 # --- encode -------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_all(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior means and log-variances (N, latent_dim) on the CPU, float32 (float64 for a
-    float64 model); log-variances are None for deterministic models (autoencoder, PCA)."""
-    device = next(model.parameters()).device
-    means, log_vars = [], []
-    for start in range(0, len(x), batch_size):
-        mean, log_var = model.encode(x[start : start + batch_size].to(device))
-        means.append(wide(mean).cpu())
-        log_vars.append(None if log_var is None else wide(log_var).cpu())
-    return torch.cat(means), None if log_vars[0] is None else torch.cat(log_vars)
-
-
 def encoding_columns(latent_dim: int, variances: bool) -> list[str]:
     names = [f"z_mean_{d}" for d in range(latent_dim)]
     return names + ([f"z_log_var_{d}" for d in range(latent_dim)] if variances else [])

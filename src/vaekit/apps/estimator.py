@@ -26,10 +26,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from vaekit.apps.anomaly import anomaly_scores
-from vaekit.apps.encode import encode_all
 from vaekit.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data.arrays import check_fits_likelihood
 from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.models.batched import encode_all
 from vaekit.models.registry import build_model
 from vaekit.training.trainer import Trainer
 

@@ -27,6 +27,7 @@ from vaekit.data.datasets import Dataset, DataSplits
 from vaekit.data.registry import load_data
 from vaekit.models import loading
 from vaekit.models.base import GaussianVAE, gaussian_kl
+from vaekit.models.batched import encode_all
 from vaekit.models.loading import FixedLabel
 
 METHODS = ("auto", "pca", "tsne")
@@ -88,12 +89,9 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def encode_means(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means (N, D) of images x (N, C, H, W), encoded in batches, on the CPU."""
-    device = _device(model)
-    chunks = BatchIterator(x, None, batch_size, shuffle=False)
-    return torch.cat([model.encode(xb.to(device))[0].float().cpu() for xb, _ in chunks])
+    """Posterior means (N, D) of images x (N, C, H, W), encoded in batches, float32, on the CPU."""
+    return encode_all(model, x, batch_size=batch_size)[0].float()
 
 
 def own_prior(model: nn.Module) -> bool:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from vaekit.data.batches import BatchIterator
 from vaekit.data.datasets import Dataset
 from vaekit.models.base import label_args
+from vaekit.models.batched import encode_all, map_batches, model_device
 from vaekit.models.m2 import UNLABELLED, known_classes
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2015: Cov_x(E_q[z_d]) above this is "active"
@@ -154,16 +155,9 @@ def iwae_bounds(
     return rows
 
 
-@torch.no_grad()
 def latent_means(model: nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
-    """Posterior means E_q[z|x] of every example, shape (N, latent_dim), on the CPU."""
-    device = next(model.parameters()).device
-    return torch.cat(
-        [
-            model.encode(x.to(device), **label_args(model, y, device))[0].float().cpu()
-            for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False)
-        ]
-    )
+    """Posterior means E_q[z|x] of every example, shape (N, latent_dim), float32, on the CPU."""
+    return encode_all(model, data.x, data.y, batch_size)[0].float()
 
 
 @torch.no_grad()
@@ -177,16 +171,10 @@ def reconstruction_mse(model: nn.Module, data: Dataset, batch_size: int = 1000) 
     return total / data.x.numel()
 
 
-@torch.no_grad()
 def class_probabilities(model: nn.Module, data: Dataset, batch_size: int = 1000) -> torch.Tensor:
     """q(y | x) of a model with a classifier (M2) for every example: (N, K), on the CPU."""
-    device = next(model.parameters()).device
-    return torch.cat(
-        [
-            model.classify(x.to(device)).cpu()
-            for x, _ in BatchIterator(data.x, None, batch_size, shuffle=False)
-        ]
-    )
+    classify = lambda xb, _: model.classify(xb)  # noqa: E731
+    return map_batches(classify, data.x, None, batch_size, model_device(model))
 
 
 def known_label_accuracy(

@@ -34,6 +34,7 @@ from vaekit.core.files import cache_dir, load_tensors, save_tensors
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.models.batched import map_batches, model_device
 
 FEATURE_DIM = 128
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes: old caches are ignored
@@ -71,16 +72,11 @@ class FeatureClassifier:
     net: FeatureNet
     info: dict[str, Any]
 
-    @torch.no_grad()
     def features(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Images (N, C, H, W) -> penultimate-layer features (N, 128), float64."""
         self.net.eval()
-        device = next(self.net.parameters()).device
-        parts = [
-            self.net.body(batch.to(device)).double().cpu()
-            for batch, _ in BatchIterator(x, None, batch_size, shuffle=False)
-        ]
-        return torch.cat(parts)
+        body = lambda batch, _: self.net.body(batch).double()  # noqa: E731
+        return map_batches(body, x, None, batch_size, model_device(self.net))
 
 
 # --- the cached classifier ------------------------------------------------------------
@@ -175,14 +171,8 @@ def train_classifier(
             bar.update(1)
     bar.close()
     net.eval()
-    test = binarized(splits.test, seed) if binary else splits.test
+    test = binarize_fixed(splits.test, seed) if binary else splits.test
     return classifier_accuracy(net, test)
-
-
-def binarized(data: Dataset, seed: int) -> Dataset:
-    """Bernoulli draws of `data` made once with a fixed seed."""
-
-    return binarize_fixed(data, seed)
 
 
 @torch.no_grad()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from vaekit.config.schema import ModelConfig
-from vaekit.data.batches import BatchIterator
 from vaekit.likelihoods import build_likelihood
 from vaekit.models.base import LossTerms, Model
+from vaekit.models.batched import encode_all
 from vaekit.nn import build_networks
 
 JITTER = 1e-6  # added to the code covariance's diagonal before the Cholesky factorisation
@@ -69,13 +69,7 @@ class Autoencoder(Model):
         """Fit the sampling Gaussian to the codes of the training images x."""
         was_training = self.training
         self.eval()
-        device = self.code_mean.device
-        codes = torch.cat(
-            [
-                self.encode(xb.to(device))[0].float().cpu()
-                for xb, _ in BatchIterator(x, None, batch_size, shuffle=False)
-            ]
-        )
+        codes = encode_all(self, x, batch_size=batch_size)[0].float()
         mean, scale = fit_gaussian(codes)
         self.code_mean.copy_(mean)
         self.code_scale.copy_(scale)
