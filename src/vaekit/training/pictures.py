@@ -12,9 +12,9 @@ from torch import nn
 
 from vaekit import plots
 from vaekit.config.runs import RunFolder
-from vaekit.data.batches import BatchIterator
 from vaekit.data.datasets import DataSplits
 from vaekit.models.base import label_args
+from vaekit.models.batched import encode_all, reconstruct_all
 
 TABLE_ROWS = 1000  # test rows in a table run's per-feature reconstruction plot
 
@@ -28,13 +28,7 @@ def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: l
     else:
         write_table_pictures(run, model, data, device)
     subset = data.test.head(5000)
-    with torch.no_grad():
-        z_mean = torch.cat(
-            [
-                model.encode(x.to(device), **label_args(model, y, device))[0]
-                for x, y in BatchIterator(subset.storage, subset.y, 1000, shuffle=False)
-            ]
-        )
+    z_mean = encode_all(model, subset.storage, subset.y, batch_size=1000)[0]
     plots.save_latent_scatter(z_mean, subset.y, run.file("latent.png"), data.classes)
     if history and "train_loss" in history[0]:
         plots.save_loss_curves(history, run.file("loss_curves.png"))
@@ -65,13 +59,7 @@ def write_table_pictures(
 ) -> None:
     """Per-feature scatter of test rows (N, D) against their reconstructions."""
     rows = data.test.head(TABLE_ROWS)
-    with torch.no_grad():
-        recons = torch.cat(
-            [
-                model.reconstruct(x.to(device), **label_args(model, y, device)).float().cpu()
-                for x, y in BatchIterator(rows.storage, rows.y, 500, shuffle=False)
-            ]
-        )
+    recons = reconstruct_all(model, rows.storage, rows.y, batch_size=500)
     names = run.load_config().data.columns
     plots.save_feature_reconstructions(
         rows.x, recons, run.file("feature_reconstructions.png"), names
