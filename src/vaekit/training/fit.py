@@ -26,7 +26,7 @@ from vaekit.core.device import pick_device
 from vaekit.core.errors import RunError, TrainingDiverged
 from vaekit.core.files import load_tensors
 from vaekit.data.arrays import check_fits_likelihood
-from vaekit.data.binarize import binarize_fixed
+from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import DataSplits
 from vaekit.data.registry import hold_out_validation, load_data
 from vaekit.evaluation.metrics import reconstruction_mse
@@ -210,7 +210,7 @@ def fit_in_one_step(
     started = time.perf_counter()
     model.fit(data.train.x, seed=config.train.seed)
     seconds = time.perf_counter() - started
-    test = binarize_fixed(data.test, 12345) if config.data.binarize == "dynamic" else data.test
+    test = evaluation_set(data.test, config.data.binarize)
     batch = config.train.eval_batch_size
     row = {
         "epoch": 1,

@@ -21,7 +21,7 @@ from vaekit.core.errors import ConfigError, RunError, TrainingDiverged, VaekitEr
 from vaekit.core.files import load_tensors, save_tensors
 from vaekit.core.noise import batch_shard, binarize
 from vaekit.data.batches import BatchIterator
-from vaekit.data.binarize import binarize_fixed
+from vaekit.data.binarize import BINARIZE_TEST_SEED, BINARIZE_VALID_SEED, binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
 from vaekit.evaluation.metrics import (
     classification_accuracy,
@@ -155,9 +155,9 @@ class Trainer:
         self.train_y = None if labels is None else place(labels, self.device)
         self.test_set, self.valid_set = data.test, data.valid
         if config.data.binarize == "dynamic":
-            self.test_set = binarize_fixed(data.test, seed=12345)
+            self.test_set = binarize_fixed(data.test, seed=BINARIZE_TEST_SEED)
             if data.valid is not None:
-                self.valid_set = binarize_fixed(data.valid, seed=54321)
+                self.valid_set = binarize_fixed(data.valid, seed=BINARIZE_VALID_SEED)
         self.clock_started = time.perf_counter()  # start of the current timed stretch
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)
         self.optimizer_step = FusedAdamStep(self.optimizer)  # optimizer.step(), leaner
