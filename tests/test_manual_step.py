@@ -1,4 +1,5 @@
-"""The hand-written training step (models/manual.py) computes what autograd computes."""
+"""The hand-written training step (training/steps.py) computes what autograd computes, and
+hands over to autograd if it ever fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from vaekit.config import ModelConfig, RunConfig, TrainConfig
 from vaekit.core.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.training.denoising import add_denoising
-from vaekit.training.steps import manual_step
+from vaekit.training.steps import ManualStep, manual_step
 from vaekit.training.trainer import Trainer
 
 SHAPE = (1, 6, 5)
@@ -33,7 +34,7 @@ def test_loss_and_gradients_equal_autograd(hidden):
     beta = 0.7
 
     torch.manual_seed(3)  # the same noise draws for both
-    terms = step.forward(x, beta)
+    terms = step.forward(x, None, beta)
     step.backward()
     manual = {name: p.grad.clone() for name, p in vae.named_parameters()}
     vae.zero_grad(set_to_none=True)
@@ -56,13 +57,13 @@ def test_backward_needs_a_forward_and_replaces_old_gradients():
         step.backward()
     x = torch.rand(8, *SHAPE)
     torch.manual_seed(0)
-    step.forward(x, 1.0)
+    step.forward(x, None, 1.0)
     step.backward()
     once = {n: p.grad.clone() for n, p in vae.named_parameters()}
     for p in vae.parameters():
         p.grad = torch.full_like(p, 123.0)
     torch.manual_seed(0)
-    step.forward(x, 1.0)
+    step.forward(x, None, 1.0)
     step.backward()
     for n, p in vae.named_parameters():
         torch.testing.assert_close(p.grad, once[n])
@@ -92,8 +93,8 @@ def test_mixed_precision_hooks_frozen_weights_and_ddp_keep_autograd():
     for precision in ("bf16", "fp16"):
         assert manual_step(vae, TrainConfig(precision="auto"), precision) is None
     assert manual_step(vae, TrainConfig(), "fp32", parallel=True) is None
-    add_denoising(vae, "gaussian:0.3", torch.rand(10, *SHAPE))
-    assert manual_step(vae, TrainConfig(), "fp32") is None
+    add_denoising(vae, "gaussian:0.3", torch.rand(10, *SHAPE))  # a forward pre-hook
+    assert manual_step(vae, TrainConfig(denoise="gaussian:0.3"), "fp32") is None
     vae, _ = model_and_step()
     vae.decoder.out.bias.requires_grad_(False)
     assert manual_step(vae, TrainConfig(), "fp32") is None
@@ -107,9 +108,9 @@ def test_unknown_step_is_a_config_error():
 def test_trainer_uses_it_for_the_reference_vae(synth):
     config = RunConfig.from_dict(tiny_config().to_dict() | {"data": {"shape": [1, 8, 8]}})
     model = build_model(config.model, synth.shape)
-    assert Trainer(config, model, synth, progress=False).manual is not None
+    assert Trainer(config, model, synth, progress=False).step.name == "hand-written"
     config.train.step = "autograd"
-    assert Trainer(config, model, synth, progress=False).manual is None
+    assert Trainer(config, model, synth, progress=False).step.name == "autograd"
 
 
 @pytest.mark.parametrize(
@@ -134,3 +135,32 @@ def test_a_run_is_the_same_run_with_either_step(synth, tmp_path, binarize, train
         for key in ("train_loss", "train_kl", "test_neg_elbo", "test_kl"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
     assert fast[-1]["test_neg_elbo"] < fast[0]["test_neg_elbo"]
+
+
+@pytest.mark.parametrize("failing", ["forward", "backward"])
+def test_a_failing_step_hands_over_to_autograd_with_one_warning(
+    synth, tmp_path, monkeypatch, capsys, failing
+):
+    """From the failed step on, the run is autograd's: same batch, same noise draws."""
+    calls = {"n": 0}
+    original = getattr(ManualStep, failing)
+
+    def fails_at_the_third(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("no kernel for this\nsecond line")
+        return original(self, *args)
+
+    autograd = vaekit.train(
+        tiny_config(step="autograd"), tmp_path / "a", progress=False, outputs=False, data=synth
+    )
+    capsys.readouterr()
+    monkeypatch.setattr(ManualStep, failing, fails_at_the_third)
+    handed = vaekit.train(tiny_config(), tmp_path / "h", progress=False, outputs=False, data=synth)
+    err = capsys.readouterr().err
+    assert calls["n"] == 3  # never tried again
+    assert err.count("\n") == 1 and "hand-written training step failed" in err
+    assert "no kernel for this" in err and "continues with autograd" in err
+    for a, b in zip(autograd.history, handed.history, strict=True):
+        for key in ("train_loss", "test_neg_elbo"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key

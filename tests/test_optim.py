@@ -1,4 +1,5 @@
-"""FusedAdamStep steps the optimiser exactly as optimizer.step() does."""
+"""The optimiser: fused Adam/AdamW, stepped through optimizer.step() (its hooks run), and its
+state saved in a checkpoint continues exactly as if never saved."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit.training.optim import FusedAdamStep, make_optimizer
+from conftest import tiny_config
+from vaekit.models import build_model
+from vaekit.training.checkpoint import flatten_optimizer, unflatten_optimizer
+from vaekit.training.optim import make_optimizer
+from vaekit.training.trainer import Trainer
 
 
 def model() -> nn.Module:
@@ -29,51 +34,48 @@ def assert_same(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> None:
             assert torch.equal(a.state[pa][key], b.state[pb][key]), key
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_adam_or_adamw_on_the_fused_kernel(weight_decay):
+    optimizer = make_optimizer(model(), 1e-2, weight_decay)
+    assert type(optimizer) is (torch.optim.AdamW if weight_decay else torch.optim.Adam)
+    group = optimizer.param_groups[0]
+    assert group["fused"] is True  # torch 2.4+ has the fused CPU kernel
+    assert group["weight_decay"] == weight_decay
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])  # Adam, AdamW
-def test_same_parameters_and_state_as_optimizer_step(weight_decay):
-    net_a, net_b = model(), model()
+def test_a_checkpointed_optimizer_continues_exactly(weight_decay):
+    """Saved through the checkpoint's flat tensors and loaded into a new optimiser, across
+    a learning-rate change: the same parameters and state as one that never stopped."""
+    net_a = model()
     opt_a = make_optimizer(net_a, 1e-2, weight_decay)
+    for step in range(2):
+        set_grads(net_a, step)
+        opt_a.step()
+    tensors, meta = flatten_optimizer(copy.deepcopy(opt_a.state_dict()))
+    net_b = copy.deepcopy(net_a)
     opt_b = make_optimizer(net_b, 1e-2, weight_decay)
-    fast = FusedAdamStep(opt_b)
-    assert fast.usable  # torch 2.4+ has the fused CPU kernel
-    for step in range(6):
+    opt_b.load_state_dict(unflatten_optimizer(tensors, meta))
+    for step in range(2, 6):
         if step == 3:  # a learning-rate schedule writes the group's lr
             opt_a.param_groups[0]["lr"] = opt_b.param_groups[0]["lr"] = 3e-3
         set_grads(net_a, step)
         set_grads(net_b, step)
         opt_a.step()
-        fast()
+        opt_b.step()
     assert_same(opt_a, opt_b)
     assert not torch.equal(next(net_a.parameters()), next(model().parameters()))  # it moved
 
 
-def test_continues_from_a_loaded_state():
-    net_a = model()
-    opt_a = make_optimizer(net_a, 1e-2)
-    for step in range(2):
-        set_grads(net_a, step)
-        opt_a.step()
-    net_b = copy.deepcopy(net_a)
-    opt_b = make_optimizer(net_b, 1e-2)
-    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from a checkpoint file
-    fast = FusedAdamStep(opt_b)
-    for step in range(2, 4):
-        set_grads(net_a, step)
-        set_grads(net_b, step)
-        opt_a.step()
-        fast()
-    assert_same(opt_a, opt_b)
-
-
-def test_hooks_and_other_optimisers_go_through_optimizer_step():
-    net = model()
+@pytest.mark.parametrize("step", ["auto", "autograd"])
+def test_the_trainer_steps_through_optimizer_step(synth, step):
+    """Step hooks registered on the trainer's optimiser run once per training step."""
+    config = tiny_config(step=step)
+    trainer = Trainer(config, build_model(config.model, synth.shape), synth, progress=False)
     calls = []
-    opt = make_optimizer(net, 1e-2)
-    opt.register_step_post_hook(lambda *args: calls.append(1))
-    fast = FusedAdamStep(opt)
-    for step in range(3):
-        set_grads(net, step)
-        fast()
-    assert len(calls) == 3
-    assert not FusedAdamStep(torch.optim.Adam(model().parameters(), foreach=True)).usable
-    assert not FusedAdamStep(torch.optim.SGD(model().parameters(), lr=0.1)).usable
+    trainer.optimizer.register_step_pre_hook(lambda *args: calls.append("pre"))
+    trainer.optimizer.register_step_post_hook(lambda *args: calls.append("post"))
+    batches = trainer.batches.epoch(0)
+    for _ in range(3):
+        trainer.train_step(next(batches)[0])
+    assert calls == ["pre", "post"] * 3

@@ -32,6 +32,7 @@ from vaekit.data.registry import hold_out_validation, load_data
 from vaekit.evaluation.metrics import reconstruction_mse
 from vaekit.models.registry import build_model, configure_model, prepare_data
 from vaekit.training import distributed
+from vaekit.training.callbacks import Callback
 from vaekit.training.denoising import add_denoising
 from vaekit.training.pictures import write_outputs
 from vaekit.training.trainer import Trainer, TrainState, check_objective, weights_are_finite
@@ -90,15 +91,17 @@ def train(
     progress: bool = True,
     outputs: bool = True,
     data: DataSplits | None = None,
-    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+    callbacks: Sequence[Callback | Callable[[Trainer, dict[str, Any]], None]] = (),
 ) -> Run:
     """Train a model and return the Run.
 
     `config`: a RunConfig, a dict, or a path to a config.json (default: the reference VAE).
     `run_dir`: where to write (default runs/<config.name>, suffixed -2, -3... if taken).
     `resume`: a run folder to continue from its last checkpoint (its own config is used).
-    `callbacks`: functions called as f(trainer, row) after each metrics row (rank 0 only),
-    e.g. to save snapshots of the weights during a long run.
+    `callbacks`: `vaekit.training.callbacks.Callback` instances, whose hooks run after each
+    step (`on_step_end`), epoch (`on_epoch_end`, with the metrics row if there is one), on an
+    error and at the end; or plain functions f(trainer, row), called after each metrics row
+    (rank 0 only), e.g. to save snapshots of the weights during a long run.
     Under torchrun, every process calls this; see `vaekit.distributed` for the semantics.
     """
     context = distributed.context_from_env()

@@ -1,11 +1,17 @@
-"""Hand-written gradients for the most common model: an MLP Gaussian VAE with a Bernoulli
-likelihood, trained on the ELBO in fp32.
+"""A training step's gradients behind one interface, `Step`: `forward(x, y, beta)` gives the
+batch's loss terms, then `backward()` sets every parameter's .grad. `choose_step` picks the
+step the Trainer runs:
 
-The Trainer uses this in place of autograd when it applies (`manual_step` says when;
-`train.step = "autograd"` turns it off). It computes exactly what autograd computes: the same
-loss terms, the same noise draws (so a seed gives the same run), gradients equal to
-rounding. It is faster because it runs fewer, larger kernels: no autograd graph, bias and
-ReLU folded into the GEMMs' neighbours, the Bernoulli gradient as sigmoid(logits) - x.
+- `AutogradStep`: the model's own `loss`, differentiated by autograd; every model.
+- `ManualStep`: hand-written gradients for the most common model, an MLP Gaussian VAE with
+  a Bernoulli likelihood trained on the ELBO in fp32 (`manual_step` says when it applies;
+  `train.step = "autograd"` turns it off), behind `FallbackStep`, which hands over to
+  autograd with one warning line if it ever raises.
+
+The hand-written step computes exactly what autograd computes: the same loss terms, the same
+noise draws (so a seed gives the same run), gradients equal to rounding. It is faster because
+it runs fewer, larger kernels: no autograd graph, bias and ReLU folded into the GEMMs'
+neighbours, the Bernoulli gradient as sigmoid(logits) - x.
 
 Backward of the loss L = mean_b [BCE(logits_b, x_b) + beta * KL_b]:
   dL/dlogits = (sigmoid(logits) - x) / B
@@ -17,16 +23,180 @@ h > 0 where h is a ReLU output).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from vaekit.core.noise import randn_batch
 from vaekit.models.base import GaussianVAE, LossTerms, gaussian_kl
 from vaekit.nn.mlp import MLPDecoder, MLPEncoder
 
-_threshold_backward = torch.ops.aten.threshold_backward  # g * (h > 0): ReLU's backward
+
+class Step:
+    """One training step's gradients: `forward` returns the batch's loss terms, then
+    `backward` sets the .grad of every parameter the loss depends on, replacing what was
+    there (the Trainer then clips and steps the optimiser)."""
+
+    name = "step"
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, beta: float) -> LossTerms:
+        raise NotImplementedError
+
+    def backward(self) -> None:
+        raise NotImplementedError
+
+
+class Objective(nn.Module):
+    """The model's training loss as a forward pass, which DistributedDataParallel wraps.
+
+    `options` (free bits, IWAE samples) go to `model.loss` as keywords, and so do the
+    labels of a model that needs them."""
+
+    def __init__(self, model: nn.Module, options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options or {}
+
+    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> LossTerms:
+        labels = {} if y is None else {"y": y}
+        return self.model.loss(x, beta, **self.options, **labels)
+
+
+def objective_for(
+    model: nn.Module, options: dict[str, Any], device: torch.device, parallel: bool
+) -> nn.Module:
+    """The model's Objective; under torchrun wrapped in DistributedDataParallel, which
+    averages the gradients over the processes."""
+    objective = Objective(model, options)
+    if not parallel:
+        return objective
+    device_ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(objective, device_ids=device_ids)
+
+
+class AutogradStep(Step):
+    """The objective's loss differentiated by autograd, scaled by `scaler` first (a no-op
+    unless fp16)."""
+
+    name = "autograd"
+
+    def __init__(
+        self,
+        objective: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> None:
+        self.objective, self.optimizer, self.scaler = objective, optimizer, scaler
+        self.loss: torch.Tensor | None = None  # the forward's loss, until its backward
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, beta: float) -> LossTerms:
+        terms = self.objective(x, beta, y)
+        self.loss = terms.loss
+        return terms
+
+    def backward(self) -> None:
+        if self.loss is None:
+            raise RuntimeError("AutogradStep.backward needs a forward first")
+        loss, self.loss = self.loss, None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+
+
+class FallbackStep(Step):
+    """`fast` until one of its steps raises; from then on `autograd`, after one warning line.
+    The failed step is redone by autograd on the same batch and the same noise draws (the
+    RNG states are restored), inside `forward_context` (the Trainer's autocast and batch
+    sharding) when it was the backward that failed."""
+
+    def __init__(
+        self,
+        fast: Step,
+        autograd: AutogradStep,
+        forward_context: Callable[[], AbstractContextManager],
+    ) -> None:
+        self.fast: Step | None = fast
+        self.autograd, self.forward_context = autograd, forward_context
+        self.inputs: tuple | None = None  # x, y, beta and the RNG states of this step
+
+    @property
+    def name(self) -> str:
+        return (self.fast or self.autograd).name
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, beta: float) -> LossTerms:
+        if self.fast is None:
+            return self.autograd.forward(x, y, beta)
+        self.inputs = (x, y, beta, rng_states(x.device))
+        try:
+            return self.fast.forward(x, y, beta)
+        except Exception as error:
+            self.fall_back(error)
+            return self.redo_forward()
+
+    def backward(self) -> None:
+        if self.fast is not None:
+            if self.inputs is None:
+                raise RuntimeError("FallbackStep.backward needs a forward first")
+            try:
+                self.fast.backward()
+                self.inputs = None
+                return
+            except Exception as error:
+                self.fall_back(error)
+                with self.forward_context():
+                    self.redo_forward()
+        self.autograd.backward()
+
+    def fall_back(self, error: Exception) -> None:
+        """Give up the fast step for the rest of the run, saying so on one line."""
+        name, self.fast = self.fast.name, None
+        reason = (str(error).splitlines() or [""])[0]
+        tqdm.write(
+            f"warning: the {name} training step failed ({type(error).__name__}: {reason}); "
+            "training continues with autograd",
+            file=sys.stderr,
+        )
+
+    def redo_forward(self) -> LossTerms:
+        """Autograd's forward on this step's batch, from this step's RNG states."""
+        x, y, beta, rng = self.inputs
+        self.inputs = None
+        set_rng_states(rng, x.device)
+        return self.autograd.forward(x, y, beta)
+
+
+def rng_states(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The states of the generators a step on `device` draws from."""
+    if device.type == "cuda":
+        return torch.get_rng_state(), torch.cuda.get_rng_state(device)
+    return (torch.get_rng_state(),)
+
+
+def set_rng_states(states: tuple[torch.Tensor, ...], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
+
+
+def choose_step(
+    model: nn.Module,
+    train_config: Any,
+    precision: str,
+    parallel: bool,
+    autograd: AutogradStep,
+    forward_context: Callable[[], AbstractContextManager],
+) -> Step:
+    """The step the Trainer runs: the hand-written one where it applies (handing over to
+    `autograd` if it ever raises), else `autograd`."""
+    manual = manual_step(model, train_config, precision, parallel)
+    if manual is None:
+        return autograd
+    return FallbackStep(manual, autograd, forward_context)
 
 
 def _linear_layers(body: nn.Sequential, last: nn.Linear) -> list[nn.Linear] | None:
@@ -43,7 +213,11 @@ def manual_step(
 ) -> ManualStep | None:
     """The hand-written step for `model` under these training settings (`precision`: the
     resolved one), or None when autograd must do it (another model, likelihood, objective or
-    precision; hooks; frozen weights; DDP)."""
+    precision; frozen weights; DDP).
+
+    The hand-written step does not run the modules' forward hooks. vaekit's own hook, the
+    denoising corruption, is excluded through `cfg.denoise`; hooks a user registers on the
+    model need `train.step = "autograd"` (torch has no public way to list them)."""
     cfg = train_config
     if (
         cfg.step != "auto"
@@ -57,7 +231,6 @@ def manual_step(
         or cfg.iw_k > 1
         or cfg.denoise
         or precision != "fp32"
-        or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
         or not all(p.requires_grad for p in model.parameters())
     ):
         return None
@@ -68,9 +241,11 @@ def manual_step(
     return ManualStep(model, encoder, decoder)
 
 
-class ManualStep:
-    """forward(x, beta) -> LossTerms, then backward() sets every parameter's .grad (replacing
-    what was there, as after zero_grad and autograd's backward)."""
+class ManualStep(Step):
+    """The hand-written gradients of an MLP Gaussian VAE with a Bernoulli likelihood; `y` is
+    not used. backward() sets every parameter's .grad (nothing to zero first)."""
+
+    name = "hand-written"
 
     def __init__(self, model: GaussianVAE, encoder: list[nn.Linear], decoder: list[nn.Linear]):
         self.model = model
@@ -78,7 +253,7 @@ class ManualStep:
         self.saved: dict[str, Any] | None = None
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, beta: float) -> LossTerms:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, beta: float) -> LossTerms:
         batch = x.shape[0]
         target = x.reshape(batch, -1)  # (B, D)
         stats, encoder_inputs = _mlp_forward(self.encoder, target)  # (B, 2Z)
@@ -134,7 +309,7 @@ def _mlp_backward(
         layer.weight.grad = g.t().mm(h)
         layer.bias.grad = g.sum(0)
         if i > 0:
-            g = _threshold_backward(g.mm(layer.weight), h, 0)  # h is a ReLU output
+            g = g.mm(layer.weight).masked_fill_(h <= 0, 0)  # ReLU's backward: h is its output
         elif need_input:
             return g.mm(layer.weight)
     return None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vaekit.config.runs import RunFolder, load_weights_into, save_weights
+from vaekit.config.runs import RunFolder, load_weights_into
 from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device, resolve_precision
 from vaekit.core.errors import ConfigError, RunError, TrainingDiverged, VaekitError
@@ -31,9 +31,10 @@ from vaekit.evaluation.metrics import (
 )
 from vaekit.models.registry import model_class
 from vaekit.training import distributed
+from vaekit.training.callbacks import Callback, as_callback, standard_callbacks
 from vaekit.training.checkpoint import flatten_optimizer, unflatten_optimizer
-from vaekit.training.optim import FusedAdamStep, make_optimizer
-from vaekit.training.steps import manual_step
+from vaekit.training.optim import make_optimizer
+from vaekit.training.steps import AutogradStep, choose_step, objective_for
 
 
 class Interrupted(VaekitError):
@@ -65,22 +66,6 @@ def place(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
         return tensor.to(device)
     except torch.OutOfMemoryError:
         return tensor.pin_memory()
-
-
-class Objective(nn.Module):
-    """The model's training loss as a forward pass, which DistributedDataParallel wraps.
-
-    `options` (free bits, IWAE samples) go to `model.loss` as keywords, and so do the
-    labels of a model that needs them."""
-
-    def __init__(self, model: nn.Module, options: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.options = options or {}
-
-    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None):
-        labels = {} if y is None else {"y": y}
-        return self.model.loss(x, beta, **self.options, **labels)
 
 
 def loss_options(config: RunConfig, model: nn.Module) -> dict[str, Any]:
@@ -130,7 +115,10 @@ def stop_requests():
 
 
 class Trainer:
-    """Fits a model to `data` according to `config.train`, writing into `run` (if given)."""
+    """Fits a model to `data` according to `config.train`, writing into `run` (if given).
+
+    `callbacks`: Callback instances, or functions f(trainer, row) called after each metrics
+    row; they run after the Trainer's own (time budget, interval checkpoints, best weights)."""
 
     def __init__(
         self,
@@ -141,10 +129,10 @@ class Trainer:
         progress: bool = True,
         device: torch.device | None = None,
         context: distributed.Context = distributed.SINGLE,
-        callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+        callbacks: Sequence[Callback | Callable[[Trainer, dict[str, Any]], None]] = (),
     ) -> None:
         self.config, self.cfg = config, config.train
-        self.callbacks = list(callbacks)  # called with (trainer, row) after each metrics row
+        self.callbacks = standard_callbacks(self.cfg) + [as_callback(c) for c in callbacks]
         self.context = context
         self.device = device or pick_device(self.cfg.device)
         self.model = model.to(self.device)
@@ -160,7 +148,6 @@ class Trainer:
                 self.valid_set = binarize_fixed(data.valid, seed=BINARIZE_VALID_SEED)
         self.clock_started = time.perf_counter()  # start of the current timed stretch
         self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)
-        self.optimizer_step = FusedAdamStep(self.optimizer)  # optimizer.step(), leaner
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = TrainState()
@@ -174,14 +161,12 @@ class Trainer:
             rank=context.rank,
             world_size=context.world_size,
         )
-        self.objective: nn.Module = Objective(self.model, loss_options(config, self.model))
-        # hand-written gradients where they apply (None: autograd)
-        self.manual = manual_step(self.model, self.cfg, self.precision, context.parallel)
-        if context.parallel:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = [self.device] if self.device.type == "cuda" else None
-            self.objective = DistributedDataParallel(self.objective, device_ids=device_ids)
+        options = loss_options(config, self.model)
+        objective = objective_for(self.model, options, self.device, context.parallel)
+        autograd = AutogradStep(objective, self.optimizer, self.scaler)
+        self.step = choose_step(
+            self.model, self.cfg, self.precision, context.parallel, autograd, self.forward_context
+        )
 
     def autocast(self):
         """Autocast the networks to bf16/fp16 when asked for; the model sums in fp32."""
@@ -189,6 +174,13 @@ class Trainer:
         if dtype is None:
             return nullcontext()  # fp32: cheaper than a disabled autocast
         return torch.autocast(self.device.type, dtype=dtype)
+
+    @contextmanager
+    def forward_context(self):
+        """Where a step's forward runs: this rank's share of the batch's noise draws, and the
+        precision's autocast."""
+        with batch_shard(self.context.rank, self.context.world_size), self.autocast():
+            yield
 
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
@@ -215,9 +207,6 @@ class Trainer:
             return self.cfg.lr
         cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress_fraction()))
         return self.cfg.lr_min + (self.cfg.lr - self.cfg.lr_min) * cosine
-
-    def over_budget(self) -> bool:
-        return bool(self.cfg.time_budget) and self.train_seconds() >= self.cfg.time_budget
 
     # --- checkpoints ------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
@@ -278,41 +267,42 @@ class Trainer:
         rng = self.rng_state() if self.checkpoint_due else None
         x = x.to(self.device, non_blocking=True)
         y = None if y is None else y.to(self.device, non_blocking=True)
-        with batch_shard(self.context.rank, self.context.world_size), self.autocast():
+        with self.forward_context():
             if self.config.data.binarize == "dynamic":
                 x = binarize(x)
-            beta = self.beta_at(self.state.global_step)
-            if self.manual is not None:
-                terms = self.manual.forward(x, beta)
-            else:
-                terms = self.objective(x, beta, y)
+            terms = self.step.forward(x, y, self.beta_at(self.state.global_step))
         loss = terms.loss.item()
-        flags = [float(not math.isfinite(loss)), float(self.stop["stop"]), self.over_budget()]
-        diverged, self.stop["stop"], out_of_time = distributed.all_reduce_max(flags, self.context)
+        flags = [float(not math.isfinite(loss)), float(self.stop["stop"])]
+        diverged, self.stop["stop"] = distributed.all_reduce_max(flags, self.context)
         if diverged:
             raise self.diverged(f"the loss became {loss}", self.state.step_in_epoch + 1)
-        self.state.out_of_time = bool(out_of_time)  # every rank agrees: this is the last step
         if rng is not None:
             self.save_checkpoint(rng)
         if self.cfg.lr_schedule != "constant":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_now()
-        if self.manual is not None:
-            self.manual.backward()  # sets every .grad: nothing to zero first
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(terms.loss).backward()
+        self.step.backward()  # sets every .grad
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients (fp16: unscaled)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer_step()
+        self.scaler.step(self.optimizer)  # optimizer.step(), unless fp16 found inf gradients
+        self.scaler.update()
         return {"loss": loss, "recon": terms.recon.item(), "kl": terms.kl.item()}
 
     def fit(self) -> list[dict[str, Any]]:
+        """Train to the end (epochs or time budget); the metrics rows. Callbacks hear of an
+        error before it is raised on, and of the end."""
+        try:
+            history = self.fit_epochs()
+        except BaseException as error:
+            for callback in self.callbacks:
+                callback.on_exception(self, error)
+            raise
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        return history
+
+    def fit_epochs(self) -> list[dict[str, Any]]:
         state, steps = self.state, len(self.batches)
         self.model.train()
         with stop_requests() as self.stop:
@@ -343,15 +333,14 @@ class Trainer:
                                 recon=f"{sums['recon'] / sums['n']:.2f}",
                                 kl=f"{sums['kl'] / sums['n']:.2f}",
                             )
+                        for callback in self.callbacks:
+                            callback.on_step_end(self)
                         if state.out_of_time:
                             break  # the time budget is spent: finish like a last epoch
-                        every = self.cfg.checkpoint_every_steps
-                        if self.stop["stop"] or (every and state.global_step % every == 0):
+                        if self.stop["stop"]:
                             self.stop_clock()
-                            if self.stop["stop"]:
-                                self.save_checkpoint()
-                                raise Interrupted(self.interrupted_message())
-                            self.checkpoint_due = True  # written by the next step (see there)
+                            self.save_checkpoint()
+                            raise Interrupted(self.interrupted_message())
                     self.stop_clock()
                 self.end_epoch()
         return state.history
@@ -368,11 +357,17 @@ class Trainer:
         state = self.state
         state.epoch += 1
         last = state.epoch >= self.cfg.epochs or state.out_of_time
+        row = None
         if last or state.epoch % self.cfg.eval_every == 0:
             sums = distributed.all_reduce_sums(state.epoch_sums, self.context)
             if self.context.is_main:  # rank 0 evaluates, records and saves
-                self.record(sums)
+                row = self.record(sums)
+                state.history.append(row)
             state.epoch_sums = {}
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row)
+        if row is not None and self.progress:
+            self.print_row(row)
         state.step_in_epoch = 0
         self.save_checkpoint()
         if self.run is not None:
@@ -386,8 +381,9 @@ class Trainer:
         row["active_units"] = result["active_units"]
         return row | {"_result": result}
 
-    def record(self, sums: dict[str, float]) -> None:
-        """Evaluate, append the metrics row, and keep the best weights by validation -ELBO."""
+    def record(self, sums: dict[str, float]) -> dict[str, Any]:
+        """The metrics row of the epochs since the last one: the training sums `sums`, the
+        evaluation on the validation and test sets, the training time."""
         state = self.state
         row: dict[str, Any] = {
             "epoch": state.epoch,
@@ -425,19 +421,13 @@ class Trainer:
             raise self.diverged(f"the test loss became {test_loss}", state.step_in_epoch)
         if warning:
             row["warning"] = warning
-        valid_loss = row.get("valid_neg_elbo")
-        if valid_loss is not None and (state.best_valid is None or valid_loss < state.best_valid):
-            state.best_valid, state.best_epoch = valid_loss, state.epoch
-            row["best"] = True  # the last row marked best holds the kept weights' numbers
-            if self.run is not None:
-                save_weights(self.run.best_path, self.model)
-        state.history.append(row)
-        for callback in self.callbacks:
-            callback(self, row)
-        if self.progress:
-            tqdm.write(format_epoch(row, self.cfg.epochs), file=sys.stderr)
-            if warning:
-                tqdm.write(f"warning: {warning}", file=sys.stderr)
+        return row
+
+    def print_row(self, row: dict[str, Any]) -> None:
+        """The metrics row as one line on stderr, and its warning if it has one."""
+        tqdm.write(format_epoch(row, self.cfg.epochs), file=sys.stderr)
+        if row.get("warning"):
+            tqdm.write(f"warning: {row['warning']}", file=sys.stderr)
 
     def diverged(self, what: str, step: int) -> TrainingDiverged:
         """The error that stops a diverged run, saying what is kept and what to try."""
