@@ -35,15 +35,9 @@ from vaekit.core.files import atomic_write_text
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import DataSplits
 from vaekit.data.registry import load_data
-from vaekit.evaluation.metrics import (
-    evaluate_elbo,
-    iwae_bounds,
-    latent_means,
-    probe_accuracy,
-    reconstruction_mse,
-)
+from vaekit.evaluation.metrics import iwae_bounds, reconstruction_mse
 from vaekit.evaluation.quality import feature_classifier, sample_quality
-from vaekit.evaluation.run import MAX_QUALITY_SAMPLES
+from vaekit.evaluation.run import MAX_QUALITY_SAMPLES, elbo_sections, probe_section
 from vaekit.models.base import label_args
 from vaekit.models.loading import open_run
 from vaekit.training.fit import train
@@ -152,8 +146,9 @@ def train_or_reuse(
         reused = open_run(path)
         saved = reused.config.to_dict()
         wanted = config.to_dict()
-        for raw in (saved, wanted):
-            raw["data"]["shape"], raw["model"]["n_classes"] = None, None
+        for raw in (saved, wanted):  # fields recorded from the data when training starts
+            raw["data"].update(shape=None, kind=None)
+            raw["model"]["n_classes"] = None
         if saved != wanted:
             raise RunError(
                 f"{path}: holds a different run; remove it or choose another output folder"
@@ -197,16 +192,13 @@ def evaluate_model(
         "sample_quality": None,
     }
     if model.has_elbo:
-        elbo = evaluate_elbo(model, test, batch)
-        row |= {key: elbo[key] for key in ("neg_elbo", "recon", "kl")}
-        row["active_units"] = elbo["active_units"]
+        sections = elbo_sections(model, test, batch)
+        row |= {key: sections["elbo"][key] for key in ("neg_elbo", "recon", "kl")}
+        row["active_units"] = sections["latent"]["active_units"]
         if iwae_k:
             row["iwae_nll"] = iwae_bounds(model, test, [iwae_k])[0]["nll"]
-    if probes and data.train.y is not None and test.y is not None:
-        train = evaluation_set(data.train, config.data.binarize)
-        probe = probe_accuracy(
-            latent_means(model, train, batch), train.y, latent_means(model, test, batch), test.y
-        )
+    probe = probe_section(model, data, test, config.data.binarize, batch) if probes else {}
+    if probe and "skipped" not in probe:
         row["linear_probe"] = probe["linear_accuracy"]
         row["probe"] = probe
     return row

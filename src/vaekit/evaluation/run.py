@@ -152,14 +152,17 @@ def evaluate_run(
     }
     report["elbo"] = report["latent"] = report["iwae"] = None  # models without an ELBO
     if model.has_elbo:
-        report |= _likelihoods(model, evaluated, ks, seed, batch_size, progress)
+        report |= elbo_sections(model, evaluated, batch_size, seed)
+        report["iwae"] = iwae_bounds(model, evaluated, ks, seed, progress=progress)
     report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
     report["classification"] = None  # models with a classifier (M2) report its accuracy
     if model.can_classify and evaluated.y is not None:
         report["classification"] = classification_accuracy(
             model, evaluated, batch_size, splits.classes
         )
-    report["probes"] = _probes(model, splits, evaluated, binarize, batch_size) if probes else None
+    report["probes"] = None
+    if probes:
+        report["probes"] = probe_section(model, splits, evaluated, binarize, batch_size)
     report["sample_quality"] = None
     if quality:
         report["sample_quality"] = _sample_quality(
@@ -173,8 +176,11 @@ def evaluate_run(
     return report
 
 
-def _likelihoods(model, data: Dataset, ks, seed: int, batch_size: int, progress: bool):
-    """The report's ELBO, latent-usage and IWAE sections."""
+def elbo_sections(
+    model: nn.Module, data: Dataset, batch_size: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The report's ELBO and latent-usage sections (models with an ELBO); `vaekit compare`
+    takes its -ELBO columns from them too."""
     elbo = evaluate_elbo(model, data, batch_size, seed)
     latent = {
         "kl_per_dim": elbo["kl_per_dim"],
@@ -186,11 +192,14 @@ def _likelihoods(model, data: Dataset, ks, seed: int, batch_size: int, progress:
     return {
         "elbo": {key: elbo[key] for key in ("neg_elbo", "recon", "kl", "bits_per_dim")},
         "latent": latent,
-        "iwae": iwae_bounds(model, data, ks, seed, progress=progress),
     }
 
 
-def _probes(model, splits: DataSplits, evaluated: Dataset, binarize: str, batch_size: int):
+def probe_section(
+    model: nn.Module, splits: DataSplits, evaluated: Dataset, binarize: str, batch_size: int
+) -> dict[str, Any]:
+    """Linear-probe and k-NN accuracy of the latent means, fitted on the training split
+    (binarised as for evaluation); {"skipped": why} for unlabelled data."""
     if splits.train.y is None or evaluated.y is None:
         return {"skipped": f"{splits.name} has no labels"}
     train = evaluation_set(splits.train, binarize)
