@@ -126,17 +126,13 @@ def iwae_log_likelihoods(
 
 
 def iwae_bounds(
-    model: nn.Module,
-    data: Dataset,
-    ks: Sequence[int] = (5000,),
-    seed: int = 0,
-    chunk_rows: int = CHUNK_ROWS,
-    progress: bool = False,
+    model: nn.Module, data: Dataset, ks: Sequence[int] = (5000,), seed: int = 0, **options: Any
 ) -> list[dict[str, Any]]:
     """IWAE negative log-likelihood estimates, one row per k: nats per example (mean over
-    the examples, with its standard error over examples) and bits/dim."""
+    the examples, with its standard error over examples) and bits/dim. `options`
+    (chunk_rows, progress) go to `iwae_log_likelihoods`."""
     started = time.perf_counter()
-    per_example = iwae_log_likelihoods(model, data, ks, seed, chunk_rows, progress)
+    per_example = iwae_log_likelihoods(model, data, ks, seed, **options)
     seconds = time.perf_counter() - started
     dims = math.prod(data.shape)
     rows = []
