@@ -39,6 +39,7 @@ def trainer_steps(steps: int):
             trainer.train_step(next(stream)[0])
 
     run()
+    print(f"the Trainer's step: {trainer.step.name}")
     return run, config.train.batch_size
 
 

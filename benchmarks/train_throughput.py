@@ -10,12 +10,15 @@ machine's speed hits all alike; the figure that counts is the median of the per-
     python benchmarks/train_throughput.py --bf16 --elbo   # plus 10-epoch runs: test -ELBO
     python benchmarks/train_throughput.py --careful       # also a careful hand-written loop
     python benchmarks/train_throughput.py --autograd      # also vaekit with train.step autograd
-    python benchmarks/train_throughput.py --optimizer-step  # also vaekit via optimizer.step()
+    python benchmarks/train_throughput.py --compile       # also a torch.compile'd autograd step
+    python benchmarks/train_throughput.py --functional-adam  # also Adam via its functional API
 
-vaekit's step on this config is its hand-written one (models/manual.py, train.step "auto");
-`--autograd` times the same trainer on autograd's gradients; `--optimizer-step` times it
-stepping Adam through `optimizer.step()` instead of vaekit's direct call of the same kernel
-(optim.FusedAdamStep).
+vaekit's step on this config is its hand-written one (training/steps.py, train.step "auto");
+`--autograd` times the same trainer on autograd's gradients; `--compile` on autograd's
+gradients of a `torch.compile`d objective (skipped, with a message, where compiling fails);
+`--functional-adam` times vaekit stepping Adam through `torch.optim.adam.adam(fused=True)`
+on the optimizer's state instead of `optimizer.step()` (same kernels, no hooks): what
+vaekit gives up by keeping the public `optimizer.step()`.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
+from torch.optim.adam import adam
 from torch.utils.data import DataLoader, TensorDataset
 
 import vaekit
@@ -59,14 +64,16 @@ def timed(step: Callable[[], int]) -> Contender:
     return run
 
 
-def vaekit_contender(config: RunConfig, data, optimizer_step: bool = False) -> Contender:
-    """vaekit's own training step over its in-memory batch iterator (`optimizer_step`:
-    stepping Adam through torch.optim's optimizer.step())."""
+def vaekit_contender(
+    config: RunConfig, data, change: Callable[[Trainer], Any] | None = None
+) -> Contender:
+    """vaekit's own training step over its in-memory batch iterator (`change`: applied to
+    the Trainer first)."""
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     trainer = Trainer(config, model, data, run=None, progress=False)
-    if optimizer_step:
-        trainer.optimizer_step = trainer.optimizer.step
+    if change is not None:
+        change(trainer)
     batches = forever(trainer.batches.epoch)
 
     def step() -> int:
@@ -75,6 +82,47 @@ def vaekit_contender(config: RunConfig, data, optimizer_step: bool = False) -> C
         return len(x)
 
     return timed(step)
+
+
+def compile_objective(trainer: Trainer) -> None:
+    """The autograd step's objective (the model's loss) through torch.compile."""
+    trainer.step.objective = torch.compile(trainer.step.objective)
+
+
+def use_functional_adam(trainer: Trainer) -> None:
+    """Adam stepped by torch.optim.adam.adam(fused=True) on the optimizer's own state: the
+    kernels optimizer.step() calls, without its per-call work (hooks, profiling, grouping)."""
+    optimizer = trainer.optimizer
+    group, optimizer_step = optimizer.param_groups[0], optimizer.step
+    assert len(optimizer.param_groups) == 1 and group["fused"], "plain fused Adam only"
+
+    def step() -> None:
+        params = group["params"]
+        states = [optimizer.state.get(p) for p in params]
+        if not all(states):
+            optimizer_step()  # the first step creates the state
+            return
+        beta1, beta2 = group["betas"]
+        with torch.no_grad():
+            adam(
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [],
+                [s["step"] for s in states],
+                fused=True,
+                decoupled_weight_decay=group.get("decoupled_weight_decay", False),
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+            )
+
+    optimizer.step = step  # what GradScaler.step calls
 
 
 def dataloader_contender(config: RunConfig, data) -> Contender:
@@ -104,11 +152,12 @@ def careful_contender(config: RunConfig, data) -> Contender:
     torch.manual_seed(0)
     model = build_model(config.model, data.shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, fused=True)
-    size, n = config.train.batch_size, len(data.train.x)
+    train_x = data.train.x  # float32, converted once (Dataset.x converts on each access)
+    size, n = config.train.batch_size, len(train_x)
     orders = forever(lambda epoch: torch.randperm(n).split(size))
 
     def step() -> int:
-        x = data.train.x.index_select(0, next(orders))
+        x = train_x.index_select(0, next(orders))
         loss = model.loss(x).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,7 +186,10 @@ def main() -> None:
         "--autograd", action="store_true", help="also time vaekit with train.step autograd"
     )
     parser.add_argument(
-        "--optimizer-step", action="store_true", help="also time vaekit via optimizer.step()"
+        "--compile", action="store_true", help="also time a torch.compile'd autograd step"
+    )
+    parser.add_argument(
+        "--functional-adam", action="store_true", help="also time Adam via torch.optim.adam.adam"
     )
     args = parser.parse_args()
 
@@ -152,17 +204,23 @@ def main() -> None:
         contenders["vaekit-bf16"] = vaekit_contender(bf16, data)
     if args.careful:
         contenders["careful"] = careful_contender(config, data)
+    autograd = with_changes(config, step="autograd")
     if args.autograd:
-        contenders["vaekit-autograd"] = vaekit_contender(
-            with_changes(config, step="autograd"), data
-        )
-    if args.optimizer_step:
-        contenders["vaekit-optimizer-step"] = vaekit_contender(config, data, optimizer_step=True)
+        contenders["vaekit-autograd"] = vaekit_contender(autograd, data)
+    if args.compile:
+        try:  # compiles during the warm-up
+            contenders["vaekit-compile"] = vaekit_contender(autograd, data, compile_objective)
+        except Exception as error:  # no compiler, an unsupported op, ...
+            reason = (str(error).splitlines() or [""])[0]
+            print(f"--compile skipped: torch.compile failed ({type(error).__name__}: {reason})")
+    if args.functional_adam:
+        contenders["vaekit-functional-adam"] = vaekit_contender(config, data, use_functional_adam)
     others = {
         "ratio": "dataloader",
         "vs_careful": "careful",
         "vs_autograd": "vaekit-autograd",
-        "vs_optimizer_step": "vaekit-optimizer-step",
+        "vs_compile": "vaekit-compile",
+        "vs_functional_adam": "vaekit-functional-adam",
     }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds of "
