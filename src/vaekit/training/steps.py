@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vaekit.config.schema import TrainConfig
 from vaekit.core.noise import randn_batch
 from vaekit.models.base import GaussianVAE, LossTerms, gaussian_kl
 from vaekit.nn.mlp import MLPDecoder, MLPEncoder
@@ -185,7 +186,7 @@ def set_rng_states(states: tuple[torch.Tensor, ...], device: torch.device) -> No
 
 def choose_step(
     model: nn.Module,
-    train_config: Any,
+    train_config: TrainConfig,
     precision: str,
     parallel: bool,
     autograd: AutogradStep,
@@ -209,7 +210,10 @@ def _linear_layers(body: nn.Sequential, last: nn.Linear) -> list[nn.Linear] | No
 
 
 def manual_step(
-    model: nn.Module, train_config: Any, precision: str = "fp32", parallel: bool = False
+    model: nn.Module,
+    train_config: TrainConfig,
+    precision: str = "fp32",
+    parallel: bool = False,
 ) -> ManualStep | None:
     """The hand-written step for `model` under these training settings (`precision`: the
     resolved one), or None when autograd must do it (another model, likelihood, objective or
