@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.core.errors import ConfigError
-from vaekit.core.files import atomic_write_text
+from vaekit.core.files import atomic_write_text, read_file
 
 CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -220,8 +220,6 @@ class RunConfig:
             or (len(self.data.shape) in (1, 3) and min(self.data.shape) >= 1),
             "data.shape must be three positive sizes (C, H, W) or one (D,)",
         )
-        if self.data.kind is None and self.data.shape is not None:
-            self.data.kind = "table" if len(self.data.shape) == 1 else "image"
         _check(self.data.kind in (None, "image", "table"), "data.kind must be image or table")
         for limit in ("limit_train", "limit_test"):
             value = getattr(self.data, limit)
@@ -255,13 +253,13 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a folder, expected a config file") from None
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+            raw = read_file(
+                path,
+                lambda p: json.loads(p.read_text()),
+                ConfigError,
+                "a config file",
+                "config file not found",
+            )
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(raw, source=str(path))

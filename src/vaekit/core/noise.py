@@ -45,26 +45,25 @@ def _draw(sample, shape: tuple[int, ...], batch_dim: int, generator, device, dty
     return drawn.index_select(batch_dim, index)
 
 
-def randn_batch(
-    shape: tuple[int, ...],
-    batch_dim: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Standard normal draws of `shape`, whose dimension `batch_dim` indexes examples."""
-    return _draw(torch.randn, tuple(shape), batch_dim, generator, device, dtype)
+def _batch_sampler(sample, name: str, what: str):
+    """A draw of `sample` (torch.randn, torch.rand) for a batch: see `_draw`."""
+
+    def draw(
+        shape: tuple[int, ...],
+        batch_dim: int = 0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        return _draw(sample, tuple(shape), batch_dim, generator, device, dtype)
+
+    draw.__name__ = draw.__qualname__ = name
+    draw.__doc__ = f"{what} draws of `shape`, whose dimension `batch_dim` indexes examples."
+    return draw
 
 
-def rand_batch(
-    shape: tuple[int, ...],
-    batch_dim: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Uniform [0, 1) draws of `shape`, whose dimension `batch_dim` indexes examples."""
-    return _draw(torch.rand, tuple(shape), batch_dim, generator, device, dtype)
+randn_batch = _batch_sampler(torch.randn, "randn_batch", "Standard normal")
+rand_batch = _batch_sampler(torch.rand, "rand_batch", "Uniform [0, 1)")
 
 
 def binarize(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +98,10 @@ def parse_noise(spec: str) -> Noise:
 
 
 def in_unit_range(x: torch.Tensor) -> bool:
-    """Whether every value lies in [0, 1] (images): noise is then clipped to that range."""
+    """Whether every value lies in [0, 1] (images; uint8 pixels stand for x / 255): noise is
+    then clipped to that range."""
+    if x.dtype == torch.uint8:
+        return True
     low, high = torch.aminmax(x)
     return bool(low >= 0 and high <= 1)
 

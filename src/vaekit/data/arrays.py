@@ -133,7 +133,7 @@ def items_for_path(path: str | Path, config: DataConfig) -> Items:
 
 def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None:
     """The Bernoulli likelihood needs values in [0, 1]: a DataError otherwise."""
-    if likelihood != "bernoulli":
+    if likelihood != "bernoulli" or x.dtype == torch.uint8:  # 8-bit pixels mean x / 255
         return
     low, high = torch.aminmax(x)
     if low < 0 or high > 1:

@@ -134,17 +134,18 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
         raise RunError(
             f"data shape {data.shape} differs from the config's {tuple(config.data.shape)}"
         )
-    config.data.shape = list(data.shape)
+    config.data.shape, config.data.kind = list(data.shape), data.train.kind
     configure_model(config.model, data)
     data = prepare_data(config, data)  # e.g. M2 keeps a few labels and hides the rest
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.shape)
-    if resume is None and hasattr(model, "initialise"):
+    if resume is None:
         model.initialise()  # e.g. m1m2 copies its trained feature VAE's weights
-    check_fits_likelihood(data.train.x, config.model.likelihood, data.name)
+    train_storage = data.train.storage  # uint8 pixels stay uint8: no float copy of the set
+    check_fits_likelihood(train_storage, config.model.likelihood, data.name)
     if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
-        add_denoising(model, config.train.denoise, data.train.x)
-    if getattr(model, "gradient_trained", True):
+        add_denoising(model, config.train.denoise, train_storage)
+    if model.gradient_trained:
         trainer = Trainer(
             config,
             model,
@@ -169,8 +170,7 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     history = fit()
     if context.is_main and run.best_path.exists() and final_row(history).get("best"):
         keep_best_weights(model, run)  # the weights of the best validation epoch
-    if hasattr(model, "after_training"):  # e.g. the autoencoder fits its sampling Gaussian
-        model.after_training(data.train.x)
+    model.after_training(data.train.storage)  # e.g. the autoencoder fits its sampling Gaussian
     if context.is_main:
         if not weights_are_finite(model):
             raise TrainingDiverged(f"{run.weights_path}: not written, the weights are NaN or inf")
