@@ -48,6 +48,19 @@ def _atomic_replace(path: Path, write) -> None:
         raise
 
 
+def read_file(path: Path, read, error: type[VaekitError], what: str, not_found: str):
+    """`read(path)`, with a missing file, a folder or an unreadable file as one-line `error`s:
+    "PATH: `not_found`", "PATH: is a folder, expected `what`", "PATH: cannot read (...)"."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {not_found}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, expected {what}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror})") from None
+
+
 def write_failed(path: Path, err: Exception) -> VaekitError:
     """The error for a write that failed and left `path` unchanged."""
     reason = getattr(err, "strerror", None) or err

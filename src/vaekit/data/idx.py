@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.core.errors import DataError
+from vaekit.core.files import read_file
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -21,14 +22,7 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
 def read_idx_bytes(path: str | Path) -> bytes:
     """The decompressed bytes of an IDX file (gzip detected by its magic bytes)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected an IDX file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    raw = read_file(path, Path.read_bytes, DataError, "an IDX file", "file not found")
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
