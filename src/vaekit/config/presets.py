@@ -24,6 +24,20 @@ LIKELIHOOD_TRAIN = {
     "eval_every": 2,
 }
 
+# M2 of Kingma et al. 2014: MLP 500, z = 50, 100 labelled examples
+M2_MODEL = {"name": "m2", "hidden": [500], "latent_dim": 50, "labeled": 100}
+
+
+def _preset(
+    about: str, model: dict[str, Any], epochs: int = 10, lr: float | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A preset trained with batch 128 for `epochs` (Adam at `lr`, or the default rate)."""
+    train: dict[str, Any] = {"epochs": epochs, "batch_size": 128}
+    if lr is not None:
+        train["lr"] = lr
+    return {"_about": about, "model": model, "train": train, **extra}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {
         "_about": "MLP 784-400-20, batch 128, Adam 1e-3, 10 epochs (the PyTorch example's VAE)",
@@ -71,46 +85,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 0.40 nats over the fp32 seeds' mean (benchmarks/RESULTS.md)
         "train": {**LIKELIHOOD_TRAIN, "precision": "auto"},
     },
-    "m2-mnist": {
-        "_about": "semi-supervised M2 (Kingma et al. 2014) on MNIST: MLP 500, z = 50, "
+    "m2-mnist": _preset(
+        "semi-supervised M2 (Kingma et al. 2014) on MNIST: MLP 500, z = 50, "
         "classifier MLP 500; set the labelled count with --labeled N",
-        "model": {"name": "m2", "hidden": [500], "latent_dim": 50, "labeled": 100},
-        "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3},
-    },
-    "m1-mnist": {
-        "_about": "M1 of Kingma et al. 2014: a VAE (MLP 784-600-600, z = 50) trained on all "
+        M2_MODEL,
+        epochs=30,
+        lr=1e-3,
+    ),
+    "m1-mnist": _preset(
+        "M1 of Kingma et al. 2014: a VAE (MLP 784-600-600, z = 50) trained on all "
         "MNIST images without labels; its latent space is the data of m1m2-mnist",
-        "model": {"hidden": [600, 600], "latent_dim": 50},
-        "train": {"epochs": 30, "batch_size": 128, "lr": 1e-3},
-    },
-    "m1m2-mnist": {
-        "_about": "M1 + M2 (Kingma et al. 2014): M2 (MLP 500, z = 50) on the latent space of "
+        {"hidden": [600, 600], "latent_dim": 50},
+        epochs=30,
+        lr=1e-3,
+    ),
+    "m1m2-mnist": _preset(
+        "M1 + M2 (Kingma et al. 2014): M2 (MLP 500, z = 50) on the latent space of "
         "an m1-mnist run given with --features RUN; --labeled N labels (100)",
-        "model": {"name": "m1m2", "hidden": [500], "latent_dim": 50, "labeled": 100},
-        "train": {"epochs": 40, "batch_size": 128, "lr": 1e-3},
-    },
-    "tutorial-mlp128-z2": {
-        "_about": "tutorial: MLP 128, 2-D latent space",
-        "model": {"hidden": [128], "latent_dim": 2},
-        "train": {"epochs": 10, "batch_size": 128},
-    },
-    "tutorial-mlp256-128-z2": {
-        "_about": "tutorial: MLP 256-128, 2-D latent, 20 epochs, batch 128, 10 samples",
-        "model": {"hidden": [256, 128], "latent_dim": 2},
-        "train": {"epochs": 20, "batch_size": 128},
-        "n_samples": 10,
-    },
-    "tutorial-mlp256-z2": {
-        "_about": "tutorial: MLP 256, 2-D latent space",
-        "model": {"hidden": [256], "latent_dim": 2},
-        "train": {"epochs": 10, "batch_size": 128},
-    },
-    "tutorial-mlp512-z128": {
-        "_about": "tutorial: MLP 512, 128-D latent space, 5 samples",
-        "model": {"hidden": [512], "latent_dim": 128},
-        "train": {"epochs": 10, "batch_size": 128},
-        "n_samples": 5,
-    },
+        {**M2_MODEL, "name": "m1m2"},  # M2's network on M1's latent space
+        epochs=40,
+        lr=1e-3,
+    ),
+    "tutorial-mlp128-z2": _preset(
+        "tutorial: MLP 128, 2-D latent space", {"hidden": [128], "latent_dim": 2}
+    ),
+    "tutorial-mlp256-128-z2": _preset(
+        "tutorial: MLP 256-128, 2-D latent, 20 epochs, batch 128, 10 samples",
+        {"hidden": [256, 128], "latent_dim": 2},
+        epochs=20,
+        n_samples=10,
+    ),
+    "tutorial-mlp256-z2": _preset(
+        "tutorial: MLP 256, 2-D latent space", {"hidden": [256], "latent_dim": 2}
+    ),
+    "tutorial-mlp512-z128": _preset(
+        "tutorial: MLP 512, 128-D latent space, 5 samples",
+        {"hidden": [512], "latent_dim": 128},
+        n_samples=5,
+    ),
 }
 
 
