@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import positive_int
+from vaekit.cli.args import add_device_argument, add_run_argument, positive_int, wrote
 
 
 def unit_fraction(text: str) -> float:
@@ -25,7 +25,7 @@ def label_list(text: str) -> list[str]:
 
 def add_inputs(p: argparse.ArgumentParser) -> None:
     """RUN, --data, --split, --device: what every application reads."""
-    p.add_argument("run", type=Path, help="run folder")
+    add_run_argument(p)
     p.add_argument(
         "--data",
         metavar="PATH",
@@ -34,7 +34,7 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", default="test", help="without --data: the split of the run's dataset (test)"
     )
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    add_device_argument(p)
 
 
 def add_anomaly(sub: argparse._SubParsersAction) -> None:
@@ -117,8 +117,7 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         )
     else:
         print(f"no AUROC: {metrics['skipped']}")
-    print(f"wrote {', '.join(report['files'])}")
-    return 0
+    return wrote(report["files"])
 
 
 def add_denoise(sub: argparse._SubParsersAction) -> None:
@@ -169,8 +168,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             f"MSE noisy {m['noisy']:.4f} -> denoised {m['denoised']:.4f} "
             f"(clean input reconstructed: {m['reconstructed_clean']:.4f}), {report['unit']}"
         )
-    print(f"wrote {', '.join(report['files'])}")
-    return 0
+    return wrote(report["files"])
 
 
 def add_encode(sub: argparse._SubParsersAction) -> None:
@@ -197,8 +195,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         f"encoded {report['n_examples']} examples of {report['source']}: {what} of "
         f"{report['latent_dim']} latent dims{kl}"
     )
-    print(f"wrote {report['output']}")
-    return 0
+    return wrote([report["output"]])
 
 
 def add_classify(sub: argparse._SubParsersAction) -> None:
@@ -222,8 +219,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     report = classify_run(args.run, args.output, args.data, split=args.split, device=args.device)
     accuracy = "" if report["accuracy"] is None else f": accuracy {report['accuracy']:.2%}"
     print(f"classified {report['n_examples']} examples of {report['source']}{accuracy}")
-    print(f"wrote {report['output']}")
-    return 0
+    return wrote([report["output"]])
 
 
 COMMANDS = [add_anomaly, add_denoise, add_encode, add_classify]

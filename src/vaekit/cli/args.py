@@ -65,14 +65,24 @@ def duration(text: str) -> float:
     return seconds
 
 
-def int_list(text: str) -> list[int]:
+def comma_ints(text: str, minimum: int, malformed: str, too_small: str) -> list[int]:
+    """Integers like "0,3,5", each >= `minimum`; otherwise the error `malformed` or `too_small`."""
     try:
-        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 512,256, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return sizes
+        raise argparse.ArgumentTypeError(malformed) from None
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(too_small)
+    return values
+
+
+def int_list(text: str) -> list[int]:
+    return comma_ints(
+        text,
+        1,
+        f"expected sizes like 512,256, got {text!r}",
+        f"sizes must be positive, got {text!r}",
+    )
 
 
 def image_size(text: str) -> list[int]:
@@ -90,3 +100,34 @@ def image_size(text: str) -> list[int]:
 def check_png(path: Path) -> None:
     if path.suffix.lower() != ".png":
         raise ConfigError(f"{path}: output must be a .png file")
+
+
+DEVICE_HELP = "cpu (default), cuda, cuda:N"
+
+
+def add_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="run folder")
+
+
+def add_device_argument(p: argparse.ArgumentParser, help: str | None = DEVICE_HELP) -> None:
+    p.add_argument("--device", default="cpu", help=help)
+
+
+def add_output_argument(p: argparse.ArgumentParser, help: str, **kwargs) -> None:
+    """-o/--output PATH (kwargs: metavar, required)."""
+    p.add_argument("-o", "--output", type=Path, help=help, **kwargs)
+
+
+def add_quality_samples_argument(p: argparse.ArgumentParser, flag: str, default: str) -> None:
+    p.add_argument(
+        flag,
+        type=positive_int,
+        metavar="N",
+        help=f"generated images for sample quality (default: as many as {default}, <= 10000)",
+    )
+
+
+def wrote(paths: list) -> int:
+    """Print "wrote PATH, PATH" and return the command's exit status, 0."""
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0

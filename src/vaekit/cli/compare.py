@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import non_negative_int, positive_int
+from vaekit.cli.args import add_quality_samples_argument, non_negative_int
 from vaekit.cli.train import add_config_arguments, build_train_config
 from vaekit.core.errors import ConfigError
 
@@ -34,12 +34,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="importance samples per test image for the NLL bound (0: skip; default 100)",
     )
-    p.add_argument(
-        "--quality-samples",
-        type=positive_int,
-        metavar="N",
-        help="generated images for sample quality (default: as many as test images, <= 10000)",
-    )
+    add_quality_samples_argument(p, "--quality-samples", "test images")
     p.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probe")
     add_config_arguments(p)

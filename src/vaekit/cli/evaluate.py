@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import int_list, non_negative_int, positive_int
+from vaekit.cli.args import (
+    add_device_argument,
+    add_quality_samples_argument,
+    add_run_argument,
+    int_list,
+    non_negative_int,
+    positive_int,
+)
 
 
 def k_list(text: str) -> list[int]:
@@ -29,7 +36,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "recall in the features of a classifier vaekit trains once per dataset). Prints a "
         "table and writes RUN/evaluation.json.",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run_argument(p)
     p.add_argument("--split", default="test", help="train, test, or valid where the data has one")
     p.add_argument(
         "--k",
@@ -40,17 +47,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "pass, e.g. 1,100,1000,5000 (default 5000)",
     )
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N examples")
-    p.add_argument(
-        "--samples",
-        type=positive_int,
-        metavar="N",
-        help="generated images for sample quality (default: as many as evaluated, <= 10000)",
-    )
+    add_quality_samples_argument(p, "--samples", "evaluated")
     p.add_argument("--no-probes", action="store_true", help="skip the latent probes")
     p.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report to FILE")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior and prior draws")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    add_device_argument(p)
     p.add_argument(
         "--threads",
         type=non_negative_int,

@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import check_png, positive_float, positive_int
+from vaekit.cli.args import (
+    add_device_argument,
+    add_output_argument,
+    add_run_argument,
+    check_png,
+    comma_ints,
+    positive_float,
+    positive_int,
+)
 
 
 def _common(p: argparse.ArgumentParser, default_name: str) -> None:
-    p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("-o", "--output", type=Path, help=f"PNG file (default RUN/{default_name})")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    add_run_argument(p)
+    add_output_argument(p, f"PNG file (default RUN/{default_name})")
+    add_device_argument(p)
     p.add_argument(
         "--label",
         type=int,
@@ -139,13 +147,12 @@ def add_traverse(sub: argparse._SubParsersAction) -> None:
 
 def _dims(text: str) -> list[int]:
     """Latent dimensions such as "0,3,5" (0-based)."""
-    try:
-        dims = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected dimensions like 0,3,5, got {text!r}") from None
-    if not dims or min(dims) < 0:
-        raise argparse.ArgumentTypeError(f"dimensions must be >= 0, got {text!r}")
-    return dims
+    return comma_ints(
+        text,
+        0,
+        f"expected dimensions like 0,3,5, got {text!r}",
+        f"dimensions must be >= 0, got {text!r}",
+    )
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
@@ -166,9 +173,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "loss curves, samples, reconstructions, latent plot, manifold, interpolation, "
         "traversal and KL per dimension, with every image inlined (opens offline).",
     )
-    p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("-o", "--output", type=Path, help="HTML file (default RUN/report.html)")
-    p.add_argument("--device", default="cpu")
+    add_run_argument(p)
+    add_output_argument(p, "HTML file (default RUN/report.html)")
+    add_device_argument(p, help=None)
     p.set_defaults(run_command=cmd_report)
 
 

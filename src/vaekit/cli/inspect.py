@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vaekit.cli.args import check_png, positive_int
+from vaekit.cli.args import (
+    add_device_argument,
+    add_output_argument,
+    add_run_argument,
+    check_png,
+    positive_int,
+)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +23,11 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         description="Decode n draws from the model's prior (N(0, I) unless it has its own: "
         "a VampPrior, an autoencoder's fitted Gaussian, PCA) into a PNG grid.",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
-    p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/samples-N.png)")
+    add_output_argument(p, "PNG file (default RUN/samples-N.png)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p, help=None)
     p.add_argument(
         "--label",
         metavar="L",
@@ -87,10 +93,10 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
         description="Encode test images, decode their posterior means, and "
         "write originals above reconstructions; prints the reconstruction error.",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run_argument(p)
     p.add_argument("-n", type=positive_int, default=32, help="images in the picture (default 32)")
-    p.add_argument("-o", "--output", type=Path, help="PNG file (default RUN/reconstructions.png)")
-    p.add_argument("--device", default="cpu")
+    add_output_argument(p, "PNG file (default RUN/reconstructions.png)")
+    add_device_argument(p, help=None)
     p.set_defaults(run_command=cmd_reconstruct)
 
 
@@ -127,7 +133,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
         help="summarise a run folder",
         description="Print a run's configuration, size, progress and final metrics.",
     )
-    p.add_argument("run", type=Path, help="run folder")
+    add_run_argument(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run_command=cmd_info)
 
