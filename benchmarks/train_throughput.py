@@ -86,7 +86,7 @@ def vaekit_contender(
 
 def compile_objective(trainer: Trainer) -> None:
     """The autograd step's objective (the model's loss) through torch.compile."""
-    trainer.step.objective = torch.compile(trainer.step.objective)
+    trainer.step.objective = torch.compile(trainer.step.objective, dynamic=False)
 
 
 def use_functional_adam(trainer: Trainer) -> None:

@@ -313,7 +313,7 @@ def _mlp_backward(
         layer.weight.grad = g.t().mm(h)
         layer.bias.grad = g.sum(0)
         if i > 0:
-            g = g.mm(layer.weight).masked_fill_(h <= 0, 0)  # ReLU's backward: h is its output
+            g = g.mm(layer.weight).mul_(h.sign())  # ReLU's backward: h >= 0 is its output
         elif need_input:
             return g.mm(layer.weight)
     return None
