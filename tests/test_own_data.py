@@ -13,7 +13,8 @@ from PIL import Image
 import vaekit
 from test_cli import assert_one_line_error, run_cli
 from vaekit.config import DataConfig
-from vaekit.core.errors import ConfigError, DataError
+from vaekit.config.runs import load_weights_into
+from vaekit.core.errors import ConfigError, DataError, RunError
 from vaekit.data import load_data
 from vaekit.data.arrays import read_items, split_indices
 from vaekit.data.registry import dataset_for_path
@@ -278,8 +279,10 @@ def test_runs_recording_tables_as_1x1xD_images_still_load():
     old = Gaussian((1, 1, 4), per_dim=True)
     old.log_scale.data = torch.arange(4.0).view(1, 1, 4)
     new = Gaussian((4,), per_dim=True)
-    new.load_state_dict(old.state_dict())
+    load_weights_into(new, old.state_dict(), Path("old-run/model.safetensors"))
     assert torch.equal(new.log_scale.data, torch.arange(4.0))
+    with pytest.raises(RunError, match="log_scale: file has"):  # other shapes still refused
+        load_weights_into(new, Gaussian((2, 2), per_dim=True).state_dict(), Path("x"))
 
 
 # --- --data PATH --------------------------------------------------------------------------

@@ -64,13 +64,6 @@ class Gaussian(nn.Module):
         self.name = "gaussian-perdim" if per_dim else "gaussian"
         self.log_scale = nn.Parameter(torch.zeros(tuple(shape) if per_dim else ()))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        """Weights saved when table rows were (1, 1, D) images load into rows (D,)."""
-        saved, own = state_dict.get(prefix + "log_scale"), self.log_scale
-        if saved is not None and saved.shape != own.shape and saved.numel() == own.numel():
-            state_dict[prefix + "log_scale"] = saved.reshape(own.shape)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def log_sigma(self) -> torch.Tensor:
         """log sigma, floored: a scalar or shaped like one example."""
         return self.log_scale.float().clamp(min=MIN_LOG_SCALE)

@@ -40,6 +40,12 @@ def save_weights(path: Path, model: nn.Module) -> None:
     save_tensors(path, model.state_dict(), {"kind": "weights"})
 
 
+def squeezed(shape: torch.Size) -> tuple[int, ...]:
+    """A shape without its singleton dimensions: runs written before tables had a kind of
+    their own stored table rows as (1, 1, D) images, so their weights load by this shape."""
+    return tuple(size for size in shape if size != 1)
+
+
 def load_weights_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -48,6 +54,8 @@ def load_weights_into(model: nn.Module, tensors: dict[str, torch.Tensor], source
         what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
         raise RunError(f"{source}: weights do not match the config ({what})")
     for key, value in expected.items():
+        if squeezed(tensors[key].shape) == squeezed(value.shape):
+            tensors[key] = tensors[key].reshape(value.shape)  # old tables: (1, 1, D) -> (D,)
         if tensors[key].shape != value.shape:
             raise RunError(
                 f"{source}: weights do not match the config ({key}: file has "
