@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import vaekit
-from test_cli import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, save_png, write_pngs
 from vaekit.config import DataConfig
 from vaekit.config.runs import load_weights_into
 from vaekit.core.errors import ConfigError, DataError, RunError
@@ -20,20 +20,6 @@ from vaekit.data.arrays import read_items, split_indices
 from vaekit.data.registry import dataset_for_path
 from vaekit.data.tables import read_table
 from vaekit.likelihoods import Gaussian
-
-
-def save_png(path: Path, size=(8, 8), mode: str = "L", seed: int = 0) -> Path:
-    """A random image of `size` (height, width) in `mode` (L or RGB)."""
-    shape = (*size, 3) if mode == "RGB" else size
-    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, mode=mode).save(path)
-    return path
-
-
-def write_pngs(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
-    """n random 8x8 greyscale images in `folder` (created)."""
-    return [save_png(folder / f"img{i:02d}.png", seed=seed + i) for i in range(n)]
 
 
 def write_csv(path: Path, text: str) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from test_explore import write_idx_folder
+from helpers import write_idx_folder
 from vaekit.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,8 +13,7 @@ import torch
 
 import vaekit
 from conftest import tiny_config
-from test_cli import assert_one_line_error, run_cli
-from test_own_data import write_pngs
+from helpers import assert_one_line_error, run_cli, write_pngs
 from vaekit.apps.anomaly import (
     CALIBRATION_FILE,
     anomaly_scores,

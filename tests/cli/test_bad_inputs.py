@@ -24,26 +24,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import vaekit
+from helpers import SIDE, write_data_folder
 from vaekit.cli import main, make_parser
-from vaekit.data.idx import write_idx
-
-SIDE = 8  # the tiny dataset's images are 8x8
-
 
 # --- the good things the cases break ----------------------------------------------------------
-def write_data_folder(folder: Path, n_train: int = 64, n_test: int = 32, **override) -> Path:
-    """A tiny MNIST-layout folder (8x8 random images, 4 classes); `override` swaps arrays."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, SIDE, SIDE), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 4, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, SIDE, SIDE), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 4, n_test, dtype=np.uint8),
-    } | override
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, array in arrays.items():
-        write_idx(folder / f"{stem}.gz", array)
-    return folder
 
 
 @dataclass

@@ -12,25 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import RUN_FILES
+from helpers import assert_one_line_error, run_cli
 from vaekit.cli import main, make_parser
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `vaekit ARGS` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:  # argparse exits on --help and on bad values
-        code = stop.code if isinstance(stop.code, int) else 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str) -> None:
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("vaekit") and "error" in lines[0]
-    assert "Traceback" not in err
 
 
 def command_names() -> list[str]:

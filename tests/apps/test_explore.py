@@ -1,5 +1,5 @@
 """Latent-space exploration: scatter codes, manifold grids, paths, traversals, the commands
-and the HTML report (its contents; tests/test_report_browser.py opens it in a browser)."""
+and the HTML report (its contents; tests/apps/test_report.py opens it in a browser)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from PIL import Image
 
 import vaekit
 from conftest import synthetic_splits, tiny_config
+from helpers import write_idx_folder
 from vaekit.apps.explore import (
     dimension_scores,
     encode_means,
@@ -38,23 +39,12 @@ from vaekit.apps.explore import (
 from vaekit.apps.report import write_report
 from vaekit.cli import main
 from vaekit.core.errors import ConfigError, DataError
-from vaekit.data.idx import write_idx
 from vaekit.evaluation.metrics import evaluate_elbo
 from vaekit.models import build_model
 from vaekit.models.base import GaussianVAE, gaussian_kl
 from vaekit.models.pca import PCAModel
 
-
 # --- fixtures: tiny runs whose data is an IDX folder, so the commands can reload it --------
-def write_idx_folder(folder: Path) -> Path:
-    """The synthetic bar-pattern data as the four MNIST-style files (loads in milliseconds)."""
-    splits = synthetic_splits()
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, part in (("train", splits.train), ("t10k", splits.test)):
-        pixels = (part.x[:, 0] * 255).round().to(torch.uint8).numpy()
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", pixels)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", part.y.numpy().astype(np.uint8))
-    return folder
 
 
 @pytest.fixture(scope="module")

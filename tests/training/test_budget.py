@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import vaekit
 from conftest import read_jsonl, tiny_config
+from helpers import assert_same_weights, interrupt_after, without_timing
 from vaekit.cli import main
 from vaekit.cli.args import duration
 from vaekit.core.errors import ConfigError, RunError
@@ -75,8 +76,6 @@ def test_cosine_schedule_decays_to_lr_min(synth):
 
 
 def test_cosine_schedule_is_applied_and_resumes_identically(synth, tmp_path, monkeypatch):
-    from test_train import assert_same_weights, interrupt_after, without_timing
-
     config = tiny_config(lr_schedule="cosine", lr_min=1e-4, checkpoint_every_steps=3)
     whole = vaekit.train(config, tmp_path / "a", progress=False, outputs=False, data=synth)
     assert whole.history[-1]["lr"] < 2e-4  # the last step ran near lr_min
@@ -176,7 +175,7 @@ def test_likelihood_presets_hold_out_validation_and_spend_an_hour():
 @pytest.mark.slow
 def test_likelihood_benchmark_trains_evaluates_and_redoes_its_curve(tmp_path):
     """benchmarks/likelihood.py end to end on MNIST with a tiny network and a 4 s budget."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = [sys.executable, str(root / "benchmarks" / "likelihood.py")]
     common = ["--preset", "likelihood-mlp", "--seeds", "0", "--threads", "1", "--budget", "4s",
               "--set", "model.hidden=[32]", "--set", "model.latent_dim=4",

@@ -1,0 +1,112 @@
+"""Helpers shared by test modules in several folders (run the CLI in-process, write tiny
+image files and datasets); fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import synthetic_splits
+from vaekit.cli import main
+from vaekit.data.idx import write_idx
+from vaekit.training.trainer import Trainer
+
+SIDE = 8  # the tiny dataset's images are 8x8
+TIMING_FIELDS = {"train_seconds"}
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `vaekit ARGS` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse exits on --help and on bad values
+        code = stop.code if isinstance(stop.code, int) else 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str) -> None:
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vaekit") and "error" in lines[0]
+    assert "Traceback" not in err
+
+
+def save_png(path: Path, size=(8, 8), mode: str = "L", seed: int = 0) -> Path:
+    """A random image of `size` (height, width) in `mode` (L or RGB)."""
+    shape = (*size, 3) if mode == "RGB" else size
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode=mode).save(path)
+    return path
+
+
+def write_pngs(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
+    """n random 8x8 greyscale images in `folder` (created)."""
+    return [save_png(folder / f"img{i:02d}.png", seed=seed + i) for i in range(n)]
+
+
+def write_data_folder(folder: Path, n_train: int = 64, n_test: int = 32, **override) -> Path:
+    """A tiny MNIST-layout folder (8x8 random images, 4 classes); `override` swaps arrays."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, SIDE, SIDE), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 4, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, SIDE, SIDE), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 4, n_test, dtype=np.uint8),
+    } | override
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, array in arrays.items():
+        write_idx(folder / f"{stem}.gz", array)
+    return folder
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_file(str(a)), load_file(str(b))
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def interrupt_after(monkeypatch, steps: int, how: str) -> None:
+    """Make the trainer stop at its `steps`+1-th train_step: like Ctrl-C (SIGINT, the
+    trainer saves a checkpoint and stops) or like a crash (nothing saved at that point)."""
+    if how == "sigint" and threading.current_thread() is not threading.main_thread():
+        pytest.skip("the trainer only handles SIGINT when it runs in the main thread")
+    calls = {"n": 0}
+    original = Trainer.train_step
+
+    def train_step(self, x):
+        calls["n"] += 1
+        if calls["n"] > steps and how == "crash":
+            raise KeyboardInterrupt
+        result = original(self, x)
+        if calls["n"] == steps and how == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)  # handled by the trainer's stop_requests
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def write_idx_folder(folder: Path) -> Path:
+    """The synthetic bar-pattern data as the four MNIST-style files (loads in milliseconds)."""
+    splits = synthetic_splits()
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, part in (("train", splits.train), ("t10k", splits.test)):
+        pixels = (part.x[:, 0] * 255).round().to(torch.uint8).numpy()
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", pixels)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", part.y.numpy().astype(np.uint8))
+    return folder
