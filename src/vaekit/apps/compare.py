@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
@@ -245,7 +246,6 @@ def figure_rows(models: list[nn.Module], names: list[str], test) -> list[tuple]:
 def save_figure(models: list[nn.Module], names: list[str], test, path: Path) -> Path:
     """Left: the same test images reconstructed by each model (originals on top); right:
     prior samples of each model (same seed)."""
-    import matplotlib.pyplot as plt
 
     rows = figure_rows(models, names, test)
     fig, axes = plt.subplots(

@@ -14,6 +14,7 @@ of Im et al. (2017); evaluation and every later use of the model see clean input
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,6 @@ def denoise_run(
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
 
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from vaekit import plots
@@ -167,8 +169,8 @@ def embed_2d(means: torch.Tensor, method: str = "auto", seed: int = 0) -> tuple[
     if method == "auto":
         method = "z" if means.shape[1] <= 2 else "tsne"
     if method == "tsne" and means.shape[1] > 1 and len(means) > 5:
+        # imported here, not at the top: scikit-learn adds 0.6 s to every command's start
         from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
 
         perplexity = min(30.0, (len(means) - 1) / 3)
         tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
@@ -304,7 +306,6 @@ def load_image_file(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
 
     Greyscale models get the image converted to greyscale, RGB models to RGB; the size must
     match exactly (no silent resizing). MNIST-like models expect white strokes on black."""
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     channels, height, width = shape
