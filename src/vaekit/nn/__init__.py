@@ -17,9 +17,9 @@ from vaekit.config.schema import ModelConfig
 from vaekit.core.errors import ConfigError
 from vaekit.data.datasets import kind_of_shape
 
-from .conv import ConvDecoder, ConvEncoder
+from .conv import ConvDecoder, ConvEncoder, StageExtra, no_extra
 from .mlp import MLPDecoder, MLPEncoder
-from .resnet import ResidualBlock, ResNetDecoder, ResNetEncoder
+from .resnet import ResidualBlock, residual_blocks
 
 Networks = tuple[nn.Module, nn.Module]
 
@@ -36,13 +36,18 @@ def mlp_networks(
 
 
 def conv_networks(
-    config: ModelConfig, shape: tuple[int, ...], cond_dim: int, heads: int
+    config: ModelConfig,
+    shape: tuple[int, ...],
+    cond_dim: int,
+    heads: int,
+    stage_extra: StageExtra = no_extra,
 ) -> Networks:
-    """Strided convolutions with `channels` filters, then the dense `hidden` layers."""
+    """Strided convolutions with `channels` filters (each stage followed by `stage_extra`'s
+    layers), then the dense `hidden` layers."""
     latent, channels, hidden = config.latent_dim, config.channels, config.hidden
     return (
-        ConvEncoder(shape, channels, hidden, latent, cond_dim, heads),
-        ConvDecoder(shape, channels, hidden, latent + cond_dim),
+        ConvEncoder(shape, channels, hidden, latent, cond_dim, heads, stage_extra),
+        ConvDecoder(shape, channels, hidden, latent + cond_dim, stage_extra),
     )
 
 
@@ -50,16 +55,7 @@ def resnet_networks(
     config: ModelConfig, shape: tuple[int, ...], cond_dim: int, heads: int
 ) -> Networks:
     """The convolutional design with `res_blocks` residual blocks per stage."""
-    latent, channels, hidden, blocks = (
-        config.latent_dim,
-        config.channels,
-        config.hidden,
-        config.res_blocks,
-    )
-    return (
-        ResNetEncoder(shape, channels, hidden, latent, cond_dim, heads, blocks),
-        ResNetDecoder(shape, channels, hidden, latent + cond_dim, blocks),
-    )
+    return conv_networks(config, shape, cond_dim, heads, residual_blocks(config.res_blocks))
 
 
 ARCHS: dict[str, Callable[[ModelConfig, tuple[int, ...], int, int], Networks]] = {
@@ -92,8 +88,6 @@ __all__ = [
     "ConvEncoder",
     "MLPDecoder",
     "MLPEncoder",
-    "ResNetDecoder",
-    "ResNetEncoder",
     "ResidualBlock",
     "build_networks",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaekit.nn.conv import ConvDecoder, ConvEncoder, StageExtra
+from vaekit.nn.conv import StageExtra
 
 
 class ResidualBlock(nn.Module):
@@ -36,35 +36,3 @@ class ResidualBlock(nn.Module):
 def residual_blocks(blocks: int) -> StageExtra:
     """The per-stage extra layers: `blocks` residual blocks."""
     return lambda channels: [ResidualBlock(channels) for _ in range(blocks)]
-
-
-class ResNetEncoder(ConvEncoder):
-    """ConvEncoder with `blocks` residual blocks after each strided convolution."""
-
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        channels: list[int],
-        hidden: list[int],
-        latent_dim: int,
-        cond_dim: int = 0,
-        heads: int = 2,
-        blocks: int = 2,
-    ) -> None:
-        super().__init__(
-            shape, channels, hidden, latent_dim, cond_dim, heads, residual_blocks(blocks)
-        )
-
-
-class ResNetDecoder(ConvDecoder):
-    """ConvDecoder with `blocks` residual blocks before each strided transposed convolution."""
-
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        channels: list[int],
-        hidden: list[int],
-        latent_dim: int,
-        blocks: int = 2,
-    ) -> None:
-        super().__init__(shape, channels, hidden, latent_dim, residual_blocks(blocks))
