@@ -303,6 +303,16 @@ def _mlp_forward(
     return h, inputs
 
 
+def set_grad(param: nn.Parameter, op: Callable[..., torch.Tensor], *args: Any) -> None:
+    """param.grad = op(*args), written into the gradient tensor of the previous step when
+    there is one: the same values without allocating (and page-faulting) a fresh block of
+    memory every step."""
+    if param.grad is None:
+        param.grad = op(*args)
+    else:
+        op(*args, out=param.grad)
+
+
 def _mlp_backward(
     layers: list[nn.Linear], inputs: list[torch.Tensor], g: torch.Tensor, need_input: bool
 ) -> torch.Tensor | None:
@@ -310,8 +320,8 @@ def _mlp_backward(
     gradient with respect to the first layer's input when `need_input`."""
     for i in range(len(layers) - 1, -1, -1):
         layer, h = layers[i], inputs[i]
-        layer.weight.grad = g.t().mm(h)
-        layer.bias.grad = g.sum(0)
+        set_grad(layer.weight, torch.mm, g.t(), h)
+        set_grad(layer.bias, torch.sum, g, 0)
         if i > 0:
             g = g.mm(layer.weight).mul_(h.sign())  # ReLU's backward: h >= 0 is its output
         elif need_input:
