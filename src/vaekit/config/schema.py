@@ -99,7 +99,7 @@ class TrainConfig:
     lr_min: float = 0.0  # cosine: the learning rate at the end of the run
     time_budget: float = 0.0  # seconds of training; the run ends cleanly there (0: no budget)
     eval_every: int = 1  # evaluate (validation and test) every N epochs, and at the end
-    step: str = "auto"  # auto: hand-written gradients where they apply (models/manual.py)
+    step: str = "auto"  # auto: hand-written gradients where they apply (training/steps.py)
     # | autograd (always autograd)
 
 
