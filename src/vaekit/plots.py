@@ -147,15 +147,21 @@ def save_image_figure(
 
 def project_2d(points: torch.Tensor) -> tuple[np.ndarray, str]:
     """Latent points (N, D) -> (N, 2): themselves when D <= 2, else their first two
-    principal components. Returns the points and axis-label prefix."""
+    principal components. Returns the points and axis-label prefix.
+
+    One point has one principal component at most (N points have N): a missing second
+    axis is drawn as zeros, so one or two test examples still make a picture."""
     points = points.detach().double().cpu()
-    if points.shape[1] == 1:
-        return torch.cat([points, torch.zeros_like(points)], 1).numpy(), "z"
-    if points.shape[1] == 2:
-        return points.numpy(), "z"
-    centred = points - points.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return (centred @ v[:2].T).numpy(), "PC"
+    if points.shape[1] > 2:
+        centred = points - points.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        return _two_columns(centred @ v[:2].T).numpy(), "PC"
+    return _two_columns(points).numpy(), "z"
+
+
+def _two_columns(points: torch.Tensor) -> torch.Tensor:
+    """(N, 1) or (N, 2) -> (N, 2), a missing second column as zeros."""
+    return torch.cat([points, points.new_zeros(len(points), 2 - points.shape[1])], 1)
 
 
 def save_points(

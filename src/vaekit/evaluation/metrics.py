@@ -47,17 +47,27 @@ def evaluate_elbo(
     result: dict[str, Any] = {key: value / n for key, value in totals.items()}
     result["bits_per_dim"] = result["neg_elbo"] / (dims * math.log(2))
     result["kl_per_dim"] = (kl_per_dim / n).tolist()
-    unit_variance = torch.cat(z_means).var(dim=0)
-    result["active_units"] = int((unit_variance > ACTIVE_UNIT_THRESHOLD).sum().item())
+    result["active_units"] = active_units(torch.cat(z_means))
     result["latent_dim"] = model.latent_dim
     result["n_examples"] = n
     model.train(was_training)
     return result
 
 
+def active_units(z_means: torch.Tensor) -> int:
+    """How many latent dimensions' posterior means vary across examples (N, D) by more than
+    ACTIVE_UNIT_THRESHOLD; 0 for one example, whose variance is not defined."""
+    if len(z_means) < 2:
+        return 0
+    return int((z_means.var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum().item())
+
+
 def collapse_warning(metrics: dict[str, Any]) -> str | None:
-    """A message when the posterior has (mostly) collapsed onto the prior, else None."""
+    """A message when the posterior has (mostly) collapsed onto the prior, else None (with
+    one example the active units are not measured: a note says so)."""
     active, total = metrics["active_units"], metrics["latent_dim"]
+    if metrics.get("n_examples", 2) < 2 and metrics["kl"] >= 0.5:
+        return "active units not measured: they need at least 2 test examples (1 here)"
     if metrics["kl"] < 0.5 or active == 0:
         return (
             f"posterior collapse: KL is {metrics['kl']:.3f} nats and {active}/{total} latent "
