@@ -66,8 +66,11 @@ def collapse_warning(metrics: dict[str, Any]) -> str | None:
     """A message when the posterior has (mostly) collapsed onto the prior, else None (with
     one example the active units are not measured: a note says so)."""
     active, total = metrics["active_units"], metrics["latent_dim"]
-    if metrics.get("n_examples", 2) < 2 and metrics["kl"] >= 0.5:
-        return "active units not measured: they need at least 2 test examples (1 here)"
+    if metrics.get("n_examples", 2) < 2:
+        collapsed = (
+            f"posterior collapse: KL is {metrics['kl']:.3f} nats; " if metrics["kl"] < 0.5 else ""
+        )
+        return f"{collapsed}active units not measured: they need at least 2 test examples (1 here)"
     if metrics["kl"] < 0.5 or active == 0:
         return (
             f"posterior collapse: KL is {metrics['kl']:.3f} nats and {active}/{total} latent "
