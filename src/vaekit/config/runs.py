@@ -8,6 +8,8 @@ Layout of `runs/<name>/`:
   metrics.jsonl        one JSON object per epoch
   *.png                pictures written at the end of training
 Nothing here unpickles: tensors come from safetensors, everything else from JSON.
+Every file records the run-folder format `format_version` (FORMAT_VERSION, core/files.py):
+a newer one is refused by name, older ones (format 1: none recorded) are migrated on read.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from torch import nn
 
 from vaekit.config.schema import RunConfig
 from vaekit.core.errors import ConfigError, RunError
-from vaekit.core.files import _UMASK, atomic_write_text, save_tensors
+from vaekit.core.files import (
+    _UMASK,
+    FORMAT_VERSION,  # noqa: F401  (the run folder's format)
+    atomic_write_text,
+    save_tensors,
+    type_name,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -61,6 +69,12 @@ def load_weights_into(model: nn.Module, tensors: dict[str, torch.Tensor], source
                 f"{source}: weights do not match the config ({key}: file has "
                 f"{tuple(tensors[key].shape)}, model expects {tuple(value.shape)})"
             )
+        if tensors[key].dtype != value.dtype:  # int8 "weights" would load, cast, and mislead
+            raise RunError(
+                f"{source}: weights do not match the config ({key}: file has "
+                f"{str(tensors[key].dtype).removeprefix('torch.')}, model expects "
+                f"{str(value.dtype).removeprefix('torch.')})"
+            )
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
     if broken:
         raise RunError(
@@ -69,7 +83,50 @@ def load_weights_into(model: nn.Module, tensors: dict[str, torch.Tensor], source
     model.load_state_dict(tensors)
 
 
-# --- optimizer state (flattened into tensors + JSON, no pickle) -------------------------
+# --- metrics rows -----------------------------------------------------------------------
+NUMBER_KEYS = (  # the numbers readers format: a row holding other values there is damaged
+    "step",
+    "train_seconds",
+    "train_loss",
+    "train_recon",
+    "train_mse",
+    "test_mse",
+    "test_neg_elbo",
+    "test_recon",
+    "test_kl",
+    "test_bits_per_dim",
+    "valid_neg_elbo",
+    "active_units",
+)
+ELBO_KEYS = ("test_neg_elbo", "test_recon", "test_kl", "test_bits_per_dim", "active_units")
+
+
+def check_metrics_row(row: Any, where: str) -> dict[str, Any]:
+    """`row` if it is a metrics row (an object with a positive epoch, numbers where numbers
+    belong, and the test numbers: the ELBO's, or a reconstruction MSE); else RunError."""
+
+    def damaged(what: str) -> RunError:
+        return RunError(f"{where}: not a metrics row ({what})")
+
+    if not isinstance(row, dict):
+        raise damaged(f"a {type_name(row)}, not an object")
+    epoch = row.get("epoch")
+    if not is_number(epoch) or not isinstance(epoch, int) or epoch < 1:
+        raise damaged(f"epoch {epoch!r} is not a positive integer")
+    for key in NUMBER_KEYS:
+        if key in row and not is_number(row[key]):
+            raise damaged(f"{key} {row[key]!r} is not a number")
+    if "test_mse" not in row and not all(key in row for key in ELBO_KEYS):
+        missing = next(key for key in ELBO_KEYS if key not in row)
+        raise damaged(f"no {missing} and no test_mse")
+    if row.get("best") and "valid_neg_elbo" not in row:
+        raise damaged("best without valid_neg_elbo")
+    return row
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float (NaN and infinity included: a diverged run records them), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --- the run folder ---------------------------------------------------------------------
@@ -127,10 +184,12 @@ class RunFolder:
         rows = []
         for line_no, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
             if line.strip():
+                where = f"{self.metrics_path}:{line_no}"
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise RunError(f"{self.metrics_path}:{line_no}: not valid JSON") from None
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    raise RunError(f"{where}: not valid JSON") from None
+                rows.append(check_metrics_row(row, where))
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:

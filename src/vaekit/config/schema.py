@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.core.errors import ConfigError
-from vaekit.core.files import atomic_write_text, read_file
+from vaekit.core.files import FORMAT_VERSION, atomic_write_text, check_format_version, read_file
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = FORMAT_VERSION  # config.json is versioned with its run folder (core/files.py)
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB: a larger file is not one
+MAX_CONFIG_DEPTH = 32  # a config nests 3 levels (m1m2's features_model 4): deeper is not one
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 STEPS = ("auto", "autograd")
 LR_SCHEDULES = ("constant", "cosine")
@@ -111,7 +113,7 @@ class RunConfig:
     name: str = "vae-mnist"
     preset: str | None = None
     n_samples: int = 64  # prior samples drawn into samples.png
-    version: int = CONFIG_VERSION
+    format_version: int = FORMAT_VERSION  # the run-folder format (before 2: `version`)
 
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the first out-of-range value."""
@@ -225,9 +227,9 @@ class RunConfig:
             value = getattr(self.data, limit)
             _check(value is None or value >= 1, f"data.{limit} must be >= 1")
         _check(
-            self.version <= CONFIG_VERSION,
-            f"config version {self.version} is newer than this vaekit understands "
-            f"({CONFIG_VERSION}); upgrade vaekit",
+            self.format_version <= FORMAT_VERSION,
+            f"format_version {self.format_version} is newer than this vaekit reads "
+            f"({FORMAT_VERSION}); upgrade vaekit",
         )
         return self
 
@@ -236,7 +238,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        config = build_dataclass(cls, raw, source)
+        """Check, migrate to the current format and build a config; errors name `source`."""
+        config = build_dataclass(cls, migrate_config(raw, source), source)
         migrate_table_shape(config.data)
         try:
             return config.validate()
@@ -252,17 +255,54 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
+        text = read_file(
+            path, read_config_text, ConfigError, "a config file", "config file not found"
+        )
         try:
-            raw = read_file(
-                path,
-                lambda p: json.loads(p.read_text()),
-                ConfigError,
-                "a config file",
-                "config file not found",
-            )
+            raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a config (nested too deeply)") from None
         return cls.from_dict(raw, source=str(path))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file, refusing a file too large to be one before reading it."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES and path.is_file():
+        raise ConfigError(
+            f"{path}: too large for a config file ({size} bytes; at most {MAX_CONFIG_BYTES})"
+        )
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def migrate_config(raw: Any, source: str) -> Any:
+    """`raw` in the current format: format 1 (no `format_version`) called it `version`.
+    A newer format is refused before its keys are read; so is nesting no config has."""
+    if not isinstance(raw, dict):
+        return raw  # build_dataclass says what it is
+    if nesting_depth(raw) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{source}: not a config (nested more than {MAX_CONFIG_DEPTH} levels)")
+    raw = dict(raw)
+    for key in ("version", "format_version"):  # `version`: its name in format 1
+        check_format_version(raw.get(key, 1), Path(source), ConfigError, "config")
+    raw.pop("version", None)
+    return raw | {"format_version": FORMAT_VERSION}
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (without recursion)."""
+    depth, level = 0, [value]
+    while True:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [item for v in containers for item in (v.values() if isinstance(v, dict) else v)]
 
 
 def migrate_table_shape(data: DataConfig) -> None:

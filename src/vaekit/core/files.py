@@ -14,6 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from vaekit.core.errors import RunError, VaekitError
 
+# The run folder's format: every file vaekit writes into a run (config.json, the weights,
+# the checkpoint) records it as `format_version`, and readers refuse a newer one by name.
+# 1: files without the field (vaekit 0.1.0; config.json called it `version`).
+# 2: `format_version` in every file; checkpoints validated against a schema on load.
+FORMAT_VERSION = 2
+
 
 def cache_dir() -> Path:
     """`$VAEKIT_CACHE` if set, else `~/.cache/vaekit` (created on first write, not here)."""
@@ -78,11 +84,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """safetensors file with a JSON document in its metadata header, written atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"vaekit": json.dumps(meta)}
+    header = {"vaekit": json.dumps(meta | {"format_version": FORMAT_VERSION})}
     _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(path: Path, what: str = "file") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a safetensors file and its JSON metadata document (an object, of a
+    format this vaekit reads); problems are one-line RunErrors, "PATH: damaged `what` (...)"."""
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path}: file not found")
@@ -95,7 +103,35 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
         reason = "a pickle or torch.save file: vaekit never unpickles" if is_pickle(path) else err
         raise RunError(f"{path}: not a readable safetensors file ({reason})") from None
+    except RecursionError:
+        raise RunError(f"{path}: damaged {what} (metadata nested too deeply)") from None
+    if not isinstance(meta, dict):
+        raise RunError(f"{path}: damaged {what} (metadata is a {type_name(meta)}, not an object)")
+    check_format_version(meta.get("format_version", 1), path, RunError, what)
     return tensors, meta
+
+
+def check_format_version(version: Any, path: Path, error: type[VaekitError], what: str) -> int:
+    """The run-folder format a file was written in (absent: 1), refusing a newer one by name:
+    its fields may mean things this vaekit does not know."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise error(
+            f"{path}: damaged {what} (format_version {version!r} is not a positive integer)"
+        )
+    if version > FORMAT_VERSION:
+        raise error(
+            f"{path}: written by a newer vaekit (format {version}; this vaekit reads up to "
+            f"{FORMAT_VERSION}); upgrade vaekit"
+        )
+    return version
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages: object, list, text, ..."""
+    names = {dict: "object", list: "list", str: "text", bool: "boolean", type(None): "null"}
+    return names.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
+    )
 
 
 def is_pickle(path: Path) -> bool:
