@@ -19,6 +19,7 @@ they are (in [0, 1] for the Bernoulli likelihood).
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,7 +199,7 @@ def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
             return {key: loaded[key] for key in loaded.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
 
 
@@ -219,6 +220,8 @@ def _npz_items(arrays: dict[str, np.ndarray], source: str) -> Items:
     y = classes = None
     if (y_key := _pick(arrays, Y_KEYS)) is not None:
         y, classes = as_labels(arrays[y_key], len(x), f"{source}[{y_key}]")
+    if "ids" in arrays and arrays["ids"].ndim != 1:
+        raise DataError(f"{source}[ids]: expected ids in one dimension, got {arrays['ids'].shape}")
     ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(len(x))]
     if len(ids) != len(x):
         raise DataError(f"{source}[ids]: {len(ids)} ids for {len(x)} examples")
