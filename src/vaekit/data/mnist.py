@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
 from vaekit.data.datasets import Dataset, DataSplits, images_from_uint8, labels_from_array
@@ -11,6 +13,7 @@ from vaekit.data.idx import read_idx
 from vaekit.data.registry import register_dataset
 
 BUNDLED_MNIST = Path(__file__).parent / "files" / "mnist"
+CHANNELS = (1, 3, 4)  # greyscale, RGB, RGBA
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 
 # md5 of the decompressed IDX content (the same for every faithful copy, gzip or not)
@@ -52,7 +55,7 @@ def load_idx_folder(
         md5 = checksums or {}
         pixels = read_idx(img_path, md5.get(img_stem))
         labels = read_idx(lbl_path, md5.get(lbl_stem))
-        x = images_from_uint8(pixels, str(img_path))
+        x = images_from_uint8(channels_first(pixels, str(img_path)), str(img_path))
         y = labels_from_array(labels, len(x), str(lbl_path))
         if splits and x.shape[1:] != splits[0].storage.shape[1:]:
             raise DataError(
@@ -60,6 +63,19 @@ def load_idx_folder(
             )
         splits.append(Dataset(x, y, f"{name}/{split}"))
     return splits[0], splits[1]
+
+
+def channels_first(pixels: np.ndarray, name: str) -> np.ndarray:
+    """(N, H, W, C) images -> (N, C, H, W); 4-D images must have 1, 3 or 4 channels, first
+    or last (anything else would train as that many channels and fail in the pictures)."""
+    if pixels.ndim != 4 or pixels.shape[1] in CHANNELS:
+        return pixels
+    if pixels.shape[-1] in CHANNELS:
+        return pixels.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{name}: images of shape {pixels.shape[1:]} have no 1, 3 or 4 channels first or last "
+        "(expected (N, H, W), (N, C, H, W) or (N, H, W, C))"
+    )
 
 
 def shape_text(x) -> str:
