@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ import torch
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
 from vaekit.data.datasets import Dataset, DataSplits, as_float, kind_of
+from vaekit.data.limits import check_fits_memory, declared_bytes
 from vaekit.data.registry import dataset_for_path, register_dataset
 
 
@@ -138,13 +140,17 @@ def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None
         return
     low, high = torch.aminmax(x)
     if low < 0 or high > 1:
+        advice = "rescale, or use --likelihood gaussian"
+        if low >= 0 and high <= 255:  # the commonest slip: 8-bit pixel values as floats
+            advice = "pixel values 0-255? divide by 255, or store them as uint8"
         raise DataError(
             f"{source}: values range from {low.item():.4g} to {high.item():.4g}; the bernoulli "
-            "likelihood needs [0, 1] (rescale, or use --likelihood gaussian)"
+            f"likelihood needs [0, 1] ({advice})"
         )
 
 
 # --- arrays -------------------------------------------------------------------------------
+CHANNELS = (1, 3, 4)  # greyscale, RGB, RGBA
 X_KEYS, Y_KEYS = ("x", "X", "data", "images"), ("y", "labels", "targets")
 
 
@@ -160,6 +166,8 @@ def check_finite(values: np.ndarray, source: str) -> None:
 def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
     """An array of examples -> (N, D) float32 table rows, or (N, C, H, W) images (uint8
     pixels kept as uint8, anything else float32)."""
+    if np.iscomplexobj(values):
+        raise DataError(f"{source}: complex numbers ({values.dtype}); vaekit reads real values")
     if values.dtype == object or not (
         np.issubdtype(values.dtype, np.number) or values.dtype == bool
     ):
@@ -171,15 +179,30 @@ def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(values)).float().div_(255.0)
     elif values.ndim == 3:
         values = values[:, None]
-    elif values.ndim == 4 and values.shape[-1] in (1, 3, 4) and values.shape[1] not in (1, 3, 4):
-        values = values.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    elif values.ndim != 4:
+    elif values.ndim == 4:
+        values = channels_first(values, source)
+    else:
         raise DataError(f"{source}: expected 2 to 4 dimensions (N, ...), got shape {values.shape}")
     if len(values) == 0:
         raise DataError(f"{source}: no examples")
+    if values.size == 0:
+        raise DataError(f"{source}: no features (examples of shape {values.shape[1:]})")
     if values.dtype == np.uint8:  # 8-bit pixels: stored as they are
         return torch.from_numpy(np.ascontiguousarray(values))
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def channels_first(values: np.ndarray, source: str) -> np.ndarray:
+    """(N, C, H, W) as it is, (N, H, W, C) transposed; C must be 1, 3 or 4 on one side
+    (any other count would train as that many channels and fail in the pictures)."""
+    if values.shape[1] in CHANNELS:
+        return values
+    if values.shape[-1] in CHANNELS:
+        return values.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{source}: images of shape {values.shape[1:]} have no 1, 3 or 4 channels first or "
+        "last (expected (N, C, H, W) or (N, H, W, C))"
+    )
 
 
 def as_labels(values: np.ndarray, count: int, source: str) -> tuple[torch.Tensor, list[str]]:
@@ -192,6 +215,7 @@ def as_labels(values: np.ndarray, count: int, source: str) -> tuple[torch.Tensor
 
 def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     try:
+        check_headers(path)
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             return loaded
@@ -201,6 +225,46 @@ def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         raise DataError(f"{path}: file not found") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
+
+
+def check_headers(path: Path) -> None:
+    """Check what a .npy (or each .npy in a .npz) declares against the bytes it holds and
+    against memory, from the headers alone: a header declaring 10^9 rows is a DataError
+    naming the file and the shape, not an allocation of terabytes."""
+    with path.open("rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            f.seek(0)
+            total = _declared_npy(f, path.stat().st_size, str(path))
+        elif zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as archive:
+                total = sum(_declared_member(archive, info, path) for info in archive.infolist())
+        else:
+            return  # np.load says what it is not
+    check_fits_memory(total, str(path), "its arrays' headers")
+
+
+def _declared_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> int:
+    if not info.filename.endswith(".npy"):
+        return 0
+    with archive.open(info) as member:
+        return _declared_npy(member, info.file_size, f"{path}[{info.filename[:-4]}]")
+
+
+def _declared_npy(f: BinaryIO, size: int, source: str) -> int:
+    """Bytes of data the .npy header at `f` declares (DataError if `size` cannot hold them)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+    shape, _, dtype = (read or np.lib.format.read_array_header_2_0)(f)
+    if dtype.hasobject:
+        return 0  # np.load refuses pickled objects
+    nbytes = declared_bytes(shape, dtype.itemsize)
+    held = size - f.tell()
+    if nbytes > held:
+        raise DataError(
+            f"{source}: header declares shape {shape} of {dtype} ({nbytes:,} bytes), "
+            f"the file holds {held:,} (truncated, or not the expected file)"
+        )
+    return nbytes
 
 
 def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...], suffix: str = "") -> str | None:

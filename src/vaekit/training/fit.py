@@ -142,7 +142,7 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     if resume is None:
         model.initialise()  # e.g. m1m2 copies its trained feature VAE's weights
     train_storage = data.train.storage  # uint8 pixels stay uint8: no float copy of the set
-    check_fits_likelihood(train_storage, config.model.likelihood, data.name)
+    check_fits_likelihood(train_storage, config.model.likelihood, data.source)
     if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
         add_denoising(model, config.train.denoise, train_storage)
     if model.gradient_trained:
