@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -163,11 +164,14 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     else:  # fitted in one step (PCA): no loop, no checkpoint, so nothing to resume either
         model = model.to(device)
         fit = partial(fit_in_one_step, model, data, config, run, progress)
-    if resume is None and context.is_main:
+    fresh = resume is None and context.is_main  # this command starts the run folder
+    made = fresh and not run.path.exists()
+    if fresh:
         run.path.mkdir(parents=True, exist_ok=True)
-    if context.is_main:
-        run.save_config(config)
-    history = fit()
+    with removed_if_unstarted(run, fresh, made):
+        if context.is_main:
+            run.save_config(config)  # last: a resumed run was checked and loaded first
+        history = fit()
     if context.is_main and run.best_path.exists() and final_row(history).get("best"):
         keep_best_weights(model, run)  # the weights of the best validation epoch
     model.after_training(data.train.storage)  # e.g. the autoencoder fits its sampling Gaussian
@@ -179,6 +183,23 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
             write_outputs(run, model, data, history)
     distributed.barrier(context)
     return Run(run.path, config, model.eval(), history, rank=context.rank)
+
+
+@contextmanager
+def removed_if_unstarted(run: RunFolder, fresh: bool, made: bool) -> Iterator[None]:
+    """On any error before a fresh run's first checkpoint, remove what the run wrote
+    (config.json, metrics, best weights) and its folder if it `made` it, so that the same
+    command can start over; a folder with a checkpoint is kept for --resume."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not run.checkpoint_path.exists() and not run.weights_path.exists():
+            for path in (run.config_path, run.metrics_path, run.best_path):
+                path.unlink(missing_ok=True)
+            if made:
+                with suppress(OSError):  # not empty: files of someone else's
+                    run.path.rmdir()
+        raise
 
 
 def keep_best_weights(model: nn.Module, run: RunFolder) -> None:

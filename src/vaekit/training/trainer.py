@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as fields_of
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from vaekit.evaluation.metrics import (
 from vaekit.models.registry import model_class
 from vaekit.training import distributed
 from vaekit.training.callbacks import Callback, as_callback, standard_callbacks
-from vaekit.training.checkpoint import flatten_optimizer, unflatten_optimizer
+from vaekit.training.checkpoint import check_checkpoint, flatten_optimizer, unflatten_optimizer
 from vaekit.training.optim import make_optimizer
 from vaekit.training.steps import AutogradStep, choose_step, objective_for
 
@@ -236,26 +237,27 @@ class Trainer:
         save_tensors(self.run.checkpoint_path, tensors, meta)
 
     def load_checkpoint(self) -> None:
+        """Continue from the run's checkpoint: its weights checked against the model, the
+        rest against the checkpoint schema (`check_checkpoint`) before the optimizer, RNG
+        and state are loaded; a damaged file is named as damaged and nothing is written."""
         path = self.run.checkpoint_path
-        tensors, meta = load_tensors(path)
+        tensors, meta = load_tensors(path, "checkpoint")
         if meta.get("kind") != "checkpoint":
             raise RunError(f"{path}: not a vaekit training checkpoint")
         model_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        load_weights_into(self.model, model_tensors, path)
+        load_weights_into(self.model, model_tensors, path)  # another model's: says so
+        fields = tuple(f.name for f in fields_of(TrainState))
+        check_checkpoint(path, tensors, meta, self.optimizer, fields, len(self.batches))
         try:
             self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
-        except (KeyError, ValueError) as err:
-            raise RunError(f"{path}: optimizer state does not match the model ({err})") from None
-        try:
-            torch.set_rng_state(tensors["rng.cpu"])
-            if "rng.cuda" in tensors and self.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-            self.state = TrainState(**meta["state"])
             if meta.get("grad_scaler"):
                 self.scaler.load_state_dict(meta["grad_scaler"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
-            raise RunError(f"{path}: incomplete checkpoint ({detail})") from None
+            raise RunError(f"{path}: damaged checkpoint ({err})") from None
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.state = TrainState(**meta["state"])
 
     # --- the loop ---------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
