@@ -225,6 +225,8 @@ def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         raise DataError(f"{path}: file not found") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
+    except (NotImplementedError, RuntimeError) as err:  # zipfile: unknown version, encrypted
+        raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
 
 
 def check_headers(path: Path) -> None:

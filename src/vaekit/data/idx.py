@@ -119,7 +119,10 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
             f"{name}: {state}: header says {shape_text(dims)} "
             f"({expected} bytes of data), file holds {holds}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+    except ValueError:  # no data, but sizes beside the 0 that numpy cannot index
+        raise DataError(f"{name}: IDX header sizes {shape_text(dims)} are too large") from None
     return array.astype(dtype.newbyteorder("="))  # a writable, native-order copy
 
 
