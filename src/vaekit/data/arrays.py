@@ -18,6 +18,7 @@ they are (in [0, 1] for the Bernoulli likelihood).
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -227,6 +228,8 @@ def _load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
     except (NotImplementedError, RuntimeError) as err:  # zipfile: unknown version, encrypted
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from None
+    except (SyntaxError, tokenize.TokenError):  # numpy's parser of a garbled .npy header
+        raise DataError(f"{path}: not a readable .npy/.npz file (garbled .npy header)") from None
 
 
 def check_headers(path: Path) -> None:
