@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -26,6 +25,7 @@ from vaekit.core.errors import ConfigError, DataError
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.folder import read_image
 from vaekit.data.registry import load_data
 from vaekit.models import loading
 from vaekit.models.base import GaussianVAE, gaussian_kl
@@ -313,12 +313,7 @@ def load_image_file(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
         raise DataError(f"{path}: image files work only for 1- or 3-channel models")
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            converted = image.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable image file ({err})") from None
+    converted = read_image(path, "L" if channels == 1 else "RGB")  # size checked first
     if converted.size != (width, height):
         raise DataError(
             f"{path}: image is {converted.width}x{converted.height} pixels, the model needs "

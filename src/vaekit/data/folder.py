@@ -7,7 +7,8 @@ Layouts (`--data FOLDER`):
 
 Colour: `color` auto gives greyscale when every image is greyscale, else RGB (alpha is
 dropped); grayscale / rgb convert every image. Size: every image must have the size of the
-first, unless `resize` [height, width] resizes them all (bilinear). A file with an image
+first, unless `resize` [height, width] resizes them all (bilinear). An image may declare
+at most MAX_IMAGE_PIXELS pixels (checked from its header, before decoding). A file with an image
 suffix that does not decode, or has another size, is an error naming the file; files
 without an image suffix and hidden files (".name") are not images and are left out.
 """
@@ -15,6 +16,7 @@ without an image suffix and hidden files (".name") are not images and are left o
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import ConfigError, DataError
 from vaekit.data.arrays import Items, own_data
+from vaekit.data.limits import MAX_IMAGE_PIXELS, check_image_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -62,15 +65,26 @@ def list_images(folder: Path) -> tuple[list[Path], list[str] | None]:
     return files, labels
 
 
+def read_image(path: Path, mode: str | None = None) -> Image.Image:
+    """One image file decoded and converted to `mode` ("L", "RGB"; None: "L" for greyscale
+    images, else "RGB"). The pixels its header declares are checked before decoding, so a
+    small file declaring 30000x30000 pixels is a DataError, not gigabytes of memory."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            with Image.open(path) as image:
+                check_image_pixels(image.width, image.height, str(path))
+                image.load()
+                return image.convert(mode or ("L" if image.mode in GRAY_MODES else "RGB"))
+    except Image.DecompressionBombError as err:  # above twice PIL's limit: refused by open
+        raise DataError(f"{path}: image declares too many pixels ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: not a readable image file ({err})") from None
+
+
 def decode(path: Path, color: str, resize: list[int] | None) -> np.ndarray:
     """One image file -> uint8 (H, W) greyscale or (H, W, 3) RGB."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            gray = color == "grayscale" or (color == "auto" and image.mode in GRAY_MODES)
-            converted = image.convert("L" if gray else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: not a readable image ({err})") from None
+    converted = read_image(path, {"grayscale": "L", "rgb": "RGB"}.get(color))
     if resize is not None:
         converted = converted.resize((resize[1], resize[0]), Image.BILINEAR)
     return np.asarray(converted)
@@ -108,6 +122,11 @@ def check_options(config: DataConfig) -> None:
         raise ConfigError(f"data.color must be one of {', '.join(COLORS)}, got {config.color!r}")
     if config.resize is not None and (len(config.resize) != 2 or min(config.resize) < 1):
         raise ConfigError(f"data.resize must be [height, width], got {config.resize}")
+    if config.resize is not None and config.resize[0] * config.resize[1] > MAX_IMAGE_PIXELS:
+        raise ConfigError(
+            f"data.resize {config.resize[0]}x{config.resize[1]} is too large "
+            f"(at most {MAX_IMAGE_PIXELS:,} pixels per image)"
+        )
 
 
 @own_data("folder", ("/",))
