@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import synthetic_splits
 from vaekit.cli import main
+from vaekit.core.errors import VaekitError
 from vaekit.data.idx import write_idx
 from vaekit.training.trainer import Trainer
 
@@ -110,3 +113,36 @@ def write_idx_folder(folder: Path) -> Path:
         write_idx(folder / f"{prefix}-images-idx3-ubyte", pixels)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", part.y.numpy().astype(np.uint8))
     return folder
+
+
+# --- fuzzing the readers (tests/data/test_fuzz_readers.py, tests/config/test_fuzz_runs.py)
+@st.composite
+def corrupted(draw, valid: bytes) -> bytes:
+    """`valid` broken one way: truncated, bits flipped, a slice overwritten, junk appended."""
+    how = draw(st.sampled_from(["truncate", "flip", "overwrite", "append"]))
+    data = bytearray(valid)
+    if how == "truncate":
+        return bytes(data[: draw(st.integers(0, max(0, len(data) - 1)))])
+    if how == "flip":
+        for _ in range(draw(st.integers(1, 8))):
+            at = draw(st.integers(0, len(data) - 1))
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        return bytes(data)
+    if how == "overwrite":
+        at = draw(st.integers(0, len(data) - 1))
+        junk = draw(st.binary(min_size=1, max_size=16))
+        data[at : at + len(junk)] = junk
+        return bytes(data)
+    return bytes(data) + draw(st.binary(min_size=1, max_size=64))
+
+
+def check_reads_or_names_file(read: Callable[[Path], object], path: Path, data: bytes) -> None:
+    """`read(path)` on a file holding `data`: any result, or a one-line VaekitError naming
+    the file; any other exception fails the test (hypothesis shows the bytes)."""
+    path.write_bytes(data)
+    try:
+        read(path)
+    except VaekitError as err:
+        message = str(err)
+        assert str(path) in message, message
+        assert "\n" not in message, message
