@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import add_device_argument, add_run_argument, positive_int, wrote
+from vaekit.cli.args import (
+    add_device_argument,
+    add_run_argument,
+    sample_count,
+    seed,
+    wrote,
+)
 
 
 def unit_fraction(text: str) -> float:
@@ -62,7 +68,7 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
         help="threshold = this quantile of the training scores (default 0.99)",
     )
     p.add_argument(
-        "--samples", type=positive_int, default=10, help="posterior samples per example (10)"
+        "--samples", type=sample_count, default=10, help="posterior samples per example (10)"
     )
     p.add_argument(
         "--anomalous",
@@ -73,7 +79,7 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", type=Path, metavar="DIR", help="default RUN/anomaly")
     p.add_argument("--recalibrate", action="store_true", help="score the training data again")
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the posterior samples")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run_command=cmd_anomaly)
 
@@ -137,7 +143,7 @@ def add_denoise(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", type=Path, metavar="DIR", help="default RUN/denoise")
     p.add_argument("--png", action="store_true", help="also one PNG per image in DIR/denoised/")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the noise")
     p.set_defaults(run_command=cmd_denoise)
 
 

@@ -8,6 +8,46 @@ from pathlib import Path
 
 from vaekit.core.errors import ConfigError
 
+# Largest sizes the command line accepts: beyond them a value is a typo or would ask the
+# allocator for more than any machine has (a 20-digit seed overflows every generator).
+MAX_SEED = 2**63 - 1  # torch and numpy generators take seeds up to here
+MAX_LAYER = 2**16  # units of one layer: latent dimensions, hidden sizes, filters, components
+MAX_IMAGES = 10_000  # images one command draws or decodes (sample -n, reconstruct -n, ...)
+MAX_GRID = 100  # images per side of a manifold grid (100 x 100 = MAX_IMAGES)
+MAX_STEPS = 1_000  # steps of an interpolation or a traversal row
+MAX_SAMPLES = 1_000_000  # importance or posterior samples per example
+MAX_SIDE = 8192  # pixels per side of a resized image (8192 x 8192 = 2**26 pixels)
+MAX_THREADS = 1024
+
+
+def in_range(value: int, low: int, high: int) -> int:
+    """`value` if low <= value <= high, else an argparse error saying the range."""
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value}")
+    return value
+
+
+def at_most(high: int, name: str, low: int = 1):
+    """An argument type: a whole number in low..high (argparse names it `name` when the
+    text is not a number)."""
+
+    def parse(text: str) -> int:
+        return in_range(int(text), low, high)
+
+    parse.__name__ = name
+    return parse
+
+
+seed = at_most(MAX_SEED, "seed", low=0)
+layer_size = at_most(MAX_LAYER, "positive_int")
+image_count = at_most(MAX_IMAGES, "positive_int")
+grid_side = at_most(MAX_GRID, "positive_int")
+step_count = at_most(MAX_STEPS, "positive_int")
+sample_count = at_most(MAX_SAMPLES, "positive_int")
+thread_count = at_most(MAX_THREADS, "non_negative_int", low=0)
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -65,23 +105,30 @@ def duration(text: str) -> float:
     return seconds
 
 
-def comma_ints(text: str, minimum: int, malformed: str, too_small: str) -> list[int]:
-    """Integers like "0,3,5", each >= `minimum`; otherwise the error `malformed` or `too_small`."""
+def comma_ints(
+    text: str, minimum: int, malformed: str, too_small: str, maximum: int | None = None
+) -> list[int]:
+    """Integers like "0,3,5", each >= `minimum` (and <= `maximum` if given); otherwise the
+    error `malformed`, `too_small` or "each must be at most MAXIMUM"."""
     try:
         values = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise argparse.ArgumentTypeError(malformed) from None
     if not values or min(values) < minimum:
         raise argparse.ArgumentTypeError(too_small)
+    if maximum is not None and max(values) > maximum:
+        raise argparse.ArgumentTypeError(f"each must be at most {maximum:,}, got {text!r}")
     return values
 
 
 def int_list(text: str) -> list[int]:
+    """Layer sizes like 512,256, each in 1..MAX_LAYER."""
     return comma_ints(
         text,
         1,
         f"expected sizes like 512,256, got {text!r}",
         f"sizes must be positive, got {text!r}",
+        MAX_LAYER,
     )
 
 
@@ -94,6 +141,8 @@ def image_size(text: str) -> list[int]:
         size = []
     if len(size) != 2 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected a size like 28x28, got {text!r}")
+    if max(size) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"each side must be at most {MAX_SIDE}, got {text!r}")
     return size
 
 

@@ -6,23 +6,21 @@ import argparse
 from pathlib import Path
 
 from vaekit.cli.args import (
+    MAX_SAMPLES,
     add_device_argument,
     add_quality_samples_argument,
     add_run_argument,
-    int_list,
-    non_negative_int,
+    comma_ints,
     positive_int,
+    seed,
+    thread_count,
 )
 
 
 def k_list(text: str) -> list[int]:
     """Importance-sample counts like 1,100,5000, each >= 1."""
-    try:
-        return int_list(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected sample counts >= 1 like 1,100,5000, got {text!r}"
-        ) from None
+    message = f"expected sample counts >= 1 like 1,100,5000, got {text!r}"
+    return comma_ints(text, 1, message, message, MAX_SAMPLES)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -51,11 +49,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the latent probes")
     p.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report to FILE")
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior and prior draws")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the posterior and prior draws")
     add_device_argument(p)
     p.add_argument(
         "--threads",
-        type=non_negative_int,
+        type=thread_count,
         default=0,
         help="CPU threads (0: torch's default; 1 is faster on cores busy with other work)",
     )

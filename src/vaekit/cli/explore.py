@@ -11,8 +11,11 @@ from vaekit.cli.args import (
     add_run_argument,
     check_png,
     comma_ints,
+    grid_side,
     positive_float,
     positive_int,
+    seed,
+    step_count,
 )
 
 
@@ -60,7 +63,7 @@ def add_latent(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         help="test images in the plot (default 5000; 2000 for t-SNE, which is slower)",
     )
-    p.add_argument("--seed", type=int, default=0, help="subsample and t-SNE seed")
+    p.add_argument("--seed", type=seed, default=0, help="subsample and t-SNE seed")
     p.set_defaults(run_command=cmd_latent)
 
 
@@ -83,7 +86,7 @@ def add_manifold(sub: argparse._SubParsersAction) -> None:
         "an autoencoder's fitted Gaussian, PCA), others at the prior's median (0 for N(0, 1)).",
     )
     _common(p, "manifold.png")
-    p.add_argument("--grid", type=positive_int, default=20, help="images per side (default 20)")
+    p.add_argument("--grid", type=grid_side, default=20, help="images per side (default 20)")
     p.set_defaults(run_command=cmd_manifold)
 
 
@@ -109,7 +112,7 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
     _common(p, "interpolation.png")
     p.add_argument("--from", dest="source", required=True, metavar="A", help="index or image")
     p.add_argument("--to", dest="target", required=True, metavar="B", help="index or image")
-    p.add_argument("--steps", type=positive_int, default=10, help="decoded steps (default 10)")
+    p.add_argument("--steps", type=step_count, default=10, help="decoded steps (default 10)")
     p.add_argument(
         "--method", choices=["lerp", "slerp"], default="lerp", help="straight or spherical path"
     )
@@ -140,7 +143,7 @@ def add_traverse(sub: argparse._SubParsersAction) -> None:
     _common(p, "traversal.png")
     p.add_argument("--dims", type=_dims, metavar="D,D,...", help="dimensions to vary, e.g. 0,3,5")
     p.add_argument("--range", type=positive_float, default=3.0, help="largest |value| (default 3)")
-    p.add_argument("--steps", type=positive_int, default=11, help="images per row (default 11)")
+    p.add_argument("--steps", type=step_count, default=11, help="images per row (default 11)")
     p.add_argument("--index", type=int, default=0, help="test image whose code is used")
     p.set_defaults(run_command=cmd_traverse)
 

@@ -12,7 +12,8 @@ from vaekit.cli.args import (
     add_output_argument,
     add_run_argument,
     check_png,
-    positive_int,
+    image_count,
+    seed,
 )
 
 
@@ -24,9 +25,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         "a VampPrior, an autoencoder's fitted Gaussian, PCA) into a PNG grid.",
     )
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", type=image_count, default=64, help="number of samples (default 64)")
     add_output_argument(p, "PNG file (default RUN/samples-N.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     add_device_argument(p, help=None)
     p.add_argument(
         "--label",
@@ -94,7 +95,7 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
         "write originals above reconstructions; prints the reconstruction error.",
     )
     add_run_argument(p)
-    p.add_argument("-n", type=positive_int, default=32, help="images in the picture (default 32)")
+    p.add_argument("-n", type=image_count, default=32, help="images in the picture (default 32)")
     add_output_argument(p, "PNG file (default RUN/reconstructions.png)")
     add_device_argument(p, help=None)
     p.set_defaults(run_command=cmd_reconstruct)

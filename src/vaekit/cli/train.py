@@ -7,12 +7,17 @@ from pathlib import Path
 
 from vaekit.cli.args import (
     duration,
+    image_count,
     image_size,
     int_list,
+    layer_size,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    sample_count,
+    seed,
+    thread_count,
 )
 from vaekit.core.errors import ConfigError
 
@@ -144,7 +149,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--res-blocks", type=non_negative_int, metavar="N", help="resnet: blocks per stage"
     )
-    g.add_argument("--latent-dim", type=positive_int, metavar="D", help="latent dimensions")
+    g.add_argument("--latent-dim", type=layer_size, metavar="D", help="latent dimensions")
     g.add_argument(
         "--likelihood",
         choices=["bernoulli", "gaussian", "gaussian-perdim"],
@@ -171,7 +176,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--prior-components",
-        type=positive_int,
+        type=layer_size,
         metavar="K",
         help="vamp prior: pseudo-inputs whose posteriors make up the prior (500)",
     )
@@ -239,7 +244,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         help="decoupled weight decay (AdamW): each step shrinks the weights by lr * W "
         "(0: plain Adam, the default)",
     )
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=seed)
     g.add_argument("--beta", type=non_negative_float, help="KL weight (beta-VAE); 1 is the ELBO")
     g.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS", help="ramp beta from 0")
     g.add_argument(
@@ -250,7 +255,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--iw-k",
-        type=positive_int,
+        type=sample_count,
         metavar="K",
         help="train on the IWAE bound with K importance samples (1: the ELBO)",
     )
@@ -279,8 +284,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         help="auto (default): hand-written gradients for the plain MLP VAE with a Bernoulli "
         "likelihood in fp32 (same results, faster); autograd: always autograd",
     )
-    g.add_argument("--threads", type=non_negative_int, help="CPU threads (0: torch's default)")
-    g.add_argument("--n-samples", type=positive_int, help="prior samples in samples.png")
+    g.add_argument("--threads", type=thread_count, help="CPU threads (0: torch's default)")
+    g.add_argument("--n-samples", type=image_count, help="prior samples in samples.png")
 
 
 def build_train_config(args: argparse.Namespace):
