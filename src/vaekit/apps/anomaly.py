@@ -25,6 +25,7 @@ import io
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vaekit.apps import ood
 from vaekit.apps.encode import check_shape, data_items, open_inputs
 from vaekit.config.runs import RunFolder
 from vaekit.core.errors import ConfigError, RunError
@@ -41,13 +43,20 @@ from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
 from vaekit.data.binarize import evaluation_view
 from vaekit.likelihoods import LOG_2PI
 from vaekit.models.batched import map_batches, wide
+from vaekit.models.loading import open_run
 from vaekit.plots import save_figure
 
-SCORES = ("elbo", "iwae", "recon")
+SCORES = ("elbo", "iwae", "recon", "regret", "complexity", "typicality", "ratio")
+OOD_SCORES = ("regret", "complexity", "typicality", "ratio")  # apps/ood.py
 DESCRIPTIONS = {
     "elbo": "-ELBO, mean over {s} posterior samples",
     "iwae": "-log p(x), importance-weighted bound with {s} samples",
     "recon": "-log p(x | z) at the posterior mean",
+    "regret": "likelihood regret: -ELBO gained by optimising the posterior for the input "
+    "alone ({s} draws)",
+    "complexity": "-log p(x) ({s} samples) minus its PNG code length",
+    "typicality": "|-log p(x) - the training data's mean| ({s} samples)",
+    "ratio": "-log p(x) minus the background model's -log p(x) ({s} samples)",
 }
 UNIT = "nats per example (higher = more anomalous)"
 CALIBRATION_FILE = "anomaly_calibration.safetensors"
@@ -58,8 +67,11 @@ CHUNK_ROWS = 4096  # decoder evaluations per step (examples x samples)
 
 # --- scores -------------------------------------------------------------------------------
 def available_scores(model: nn.Module) -> tuple[str, ...]:
-    """The score types `model` supports: all for VAEs, recon for models without an ELBO."""
-    return SCORES if model.has_elbo else ("recon",)
+    """The score types `model` supports: all for a VAE with one Gaussian latent, all but
+    regret for the other VAEs, recon for models without an ELBO."""
+    if not model.has_elbo:
+        return ("recon",)
+    return SCORES if model.one_gaussian_latent else tuple(s for s in SCORES if s != "regret")
 
 
 def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
@@ -67,7 +79,8 @@ def check_scores(model: nn.Module, scores: tuple[str, ...]) -> None:
         if score not in SCORES:
             raise ConfigError(f"unknown score {score!r} (known: {', '.join(SCORES)})")
         if score not in available_scores(model):
-            raise ConfigError(f"score {score!r} needs a model with an ELBO; use recon")
+            needs = "a VAE with one Gaussian latent" if model.has_elbo else "a model with an ELBO"
+            raise ConfigError(f"score {score!r} needs {needs}; use recon or elbo")
 
 
 def reconstruction_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +120,6 @@ def log_weights(model: nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.T
     return log_px.view(len(eps), -1) + log_prior - log_q
 
 
-@torch.no_grad()
 def anomaly_scores(
     model: nn.Module,
     x: torch.Tensor,
@@ -115,11 +127,47 @@ def anomaly_scores(
     samples: int = 10,
     seed: int = 0,
     progress: bool = False,
+    *,
+    typical_nll: float | None = None,
+    background: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each requested score of every example of x: float64 (N,) on the CPU, higher = more
-    anomalous. elbo and iwae share one pass of `samples` posterior draws per example; an
-    example gets the same score whatever else is scored with it."""
+    anomalous; an example gets the same score whatever else is scored with it.
+
+    elbo and iwae share one pass of `samples` posterior draws per example; complexity,
+    typicality and ratio build on that pass's iwae. typicality needs `typical_nll`, the
+    training data's mean iwae score; ratio needs the `background` model (apps/ood.py)."""
     check_scores(model, scores)
+    if "typicality" in scores and typical_nll is None:
+        raise ConfigError("the typicality score needs the training data's mean -log p(x)")
+    if "ratio" in scores and background is None:
+        raise ConfigError("the ratio score needs a background model (--background RUN)")
+    model.eval()
+    needs_nll = {"complexity", "typicality", "ratio"} & set(scores)
+    base = tuple(s for s in ("elbo", "iwae", "recon") if s in scores or (s == "iwae" and needs_nll))
+    values = pass_scores(model, x, base, samples, seed, progress) if base else {}
+    if "regret" in scores:
+        values["regret"] = ood.likelihood_regret(model, x, samples, seed)
+    if "complexity" in scores:
+        values["complexity"] = ood.complexity(values["iwae"], x, model.likelihood.name, seed)
+    if "typicality" in scores:
+        values["typicality"] = ood.typicality(values["iwae"], typical_nll)
+    if "ratio" in scores:
+        background_nll = pass_scores(background, x, ("iwae",), samples, seed, progress)["iwae"]
+        values["ratio"] = ood.likelihood_ratio(values["iwae"], background_nll)
+    return {score: values[score] for score in scores}
+
+
+@torch.no_grad()
+def pass_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    scores: tuple[str, ...],
+    samples: int,
+    seed: int,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    """elbo, iwae and recon of every example in one pass of `samples` posterior draws."""
     model.eval()
     device, dtype = next(model.parameters()).device, wide(x[:1]).dtype
     sampled = "elbo" in scores or "iwae" in scores
@@ -194,25 +242,50 @@ def ground_truth(
 
 # --- calibration stored in the run --------------------------------------------------------
 def calibrate(
-    run: RunFolder, model: nn.Module, samples: int, seed: int, progress: bool, again: bool = False
+    run: RunFolder,
+    model: nn.Module,
+    score: str,
+    samples: int,
+    seed: int,
+    progress: bool,
+    again: bool = False,
+    background: Background | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Scores of the run's training examples (stored in the run; recomputed when `again`
-    or when the stored ones used other settings) and their description."""
+    """Scores of the run's training examples for `score` (and iwae, which typicality needs),
+    kept in the run beside those of other scores; recomputed when `again` or when the kept
+    ones used other settings (samples, seed, background run)."""
     path = run.file(CALIBRATION_FILE)
-    if path.exists() and not again:
-        tensors, meta = load_tensors(path)
-        if meta.get("samples") == samples and meta.get("seed") == seed:
-            return tensors, meta
-
+    kept, meta = load_tensors(path) if path.exists() and not again else ({}, {})
+    same = meta.get("samples") == samples and meta.get("seed") == seed
+    if not same:
+        kept, meta = {}, {}
+    wanted = (score, "iwae") if score == "typicality" else (score,)
+    background_path = str(background.path) if background is not None else None
+    if score == "ratio" and meta.get("background") != background_path:
+        kept.pop("ratio", None)
+    missing = tuple(s for s in wanted if s not in kept)
+    if not missing:
+        return kept, meta
     config = run.load_config()
     items = check_shape(data_items(config.data, None, "train"), model)
     n_train = min(len(items.x), config.data.limit_train or len(items.x))  # what it trained on
     order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     chosen = order[:MAX_CALIBRATION].sort().values
     x = evaluation_view(items.x[chosen], config.data.binarize)
-    scores = anomaly_scores(model, x, available_scores(model), samples, seed, progress)
+    computed = tuple(s for s in missing if s != "typicality")
+    kept |= anomaly_scores(
+        model,
+        x,
+        computed,
+        samples,
+        seed,
+        progress,
+        background=background.model if background is not None else None,
+    )
+    if "typicality" in missing:  # the training scores' own distance from their mean
+        kept["typicality"] = ood.typicality(kept["iwae"], kept["iwae"].mean().item())
     names = items.subset(chosen).label_names()
-    meta = {
+    meta |= {
         "samples": samples,
         "seed": seed,
         "n": len(chosen),
@@ -221,8 +294,31 @@ def calibrate(
         "labels": sorted(set(names)) if names is not None else None,
         "unit": UNIT,
     }
-    save_tensors(path, scores, meta)
-    return scores, meta
+    if score == "ratio":
+        meta["background"] = background_path
+    save_tensors(path, kept, meta)
+    return kept, meta
+
+
+@dataclass
+class Background:
+    """The background model of the ratio score, and the run it came from."""
+
+    path: Path
+    model: nn.Module
+
+
+def open_background(path: str | Path | None, model: nn.Module, device: str) -> Background | None:
+    """The background run's model (None without a path), for inputs shaped like `model`'s."""
+    if path is None:
+        return None
+    opened = open_run(path, device=device)
+    if tuple(opened.model.shape) != tuple(model.shape) or not opened.model.has_elbo:
+        raise ConfigError(
+            f"{path}: the background model must be a VAE for examples shaped "
+            f"{tuple(model.shape)} (it takes {tuple(opened.model.shape)})"
+        )
+    return Background(opened.folder.path, opened.model)
 
 
 def record_threshold(run: RunFolder, score: str, entry: dict[str, Any]) -> None:
@@ -329,6 +425,7 @@ def detect_anomalies(
     seed: int = 0,
     output: str | Path | None = None,
     recalibrate: bool = False,
+    background: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -341,10 +438,25 @@ def detect_anomalies(
         raise ConfigError(f"samples must be >= 1, got {samples}")
     inputs = open_inputs(run_dir, data, split, device)
     check_scores(inputs.model, (score,))
-    calibration, meta = calibrate(inputs.run, inputs.model, samples, seed, progress, recalibrate)
+    if background is not None and score != "ratio":
+        raise ConfigError("--background goes with --score ratio")
+    back = open_background(background, inputs.model, device)
+    calibration, meta = calibrate(
+        inputs.run, inputs.model, score, samples, seed, progress, recalibrate, back
+    )
     threshold = threshold_at(calibration[score], quantile)
     x = evaluation_view(inputs.items.x, inputs.config.data.binarize)
-    values = anomaly_scores(inputs.model, x, (score,), samples, seed, progress)[score]
+    typical = calibration["iwae"].mean().item() if score == "typicality" else None
+    values = anomaly_scores(
+        inputs.model,
+        x,
+        (score,),
+        samples,
+        seed,
+        progress,
+        typical_nll=typical,
+        background=back.model if back is not None else None,
+    )[score]
     flags = values > threshold
     labels = inputs.items.label_names()
     truth, anomalous_labels, note = ground_truth(labels, anomalous, meta.get("labels"))
@@ -355,6 +467,8 @@ def detect_anomalies(
         "seed": seed,
         "n_train": meta["n"],
     }
+    if back is not None:
+        entry["background"] = str(back.path)
     record_threshold(inputs.run, score, entry)
     out = Path(output) if output else inputs.run.file("anomaly")
     description = DESCRIPTIONS[score].format(s=samples)

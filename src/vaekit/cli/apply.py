@@ -11,15 +11,9 @@ from vaekit.cli.args import (
     add_run_argument,
     sample_count,
     seed,
+    unit_fraction,
     wrote,
 )
-
-
-def unit_fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def label_list(text: str) -> list[str]:
@@ -55,10 +49,20 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
     add_inputs(p)
     p.add_argument(
         "--score",
-        choices=["elbo", "iwae", "recon"],
+        choices=["elbo", "iwae", "recon", "regret", "complexity", "typicality", "ratio"],
         default="elbo",
-        help="elbo: -ELBO; iwae: importance-weighted -log p(x); recon: -log p(x|z) at the "
-        "posterior mean (default elbo)",
+        help="unusual examples of the training data's kind (semantic anomalies): elbo "
+        "(-ELBO), iwae (importance-weighted -log p(x)), recon (-log p(x|z) at the posterior "
+        "mean); inputs from another distribution (out-of-distribution): regret (likelihood "
+        "regret), complexity (-log p(x) minus its PNG code length), typicality (distance "
+        "from the training data's mean -log p(x)), ratio (-log p(x) minus a background "
+        "model's, see --background). docs/own-data.md says which to use (default elbo)",
+    )
+    p.add_argument(
+        "--background",
+        type=Path,
+        metavar="RUN",
+        help="--score ratio: the background model's run, e.g. trained with --perturb 0.2",
     )
     p.add_argument(
         "--threshold-quantile",
@@ -98,6 +102,7 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         seed=args.seed,
         output=args.output,
         recalibrate=args.recalibrate,
+        background=args.background,
         device=args.device,
         progress=not args.quiet,
     )

@@ -180,3 +180,10 @@ def wrote(paths: list) -> int:
     """Print "wrote PATH, PATH" and return the command's exit status, 0."""
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
+
+
+def unit_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value

@@ -18,6 +18,7 @@ from vaekit.cli.args import (
     sample_count,
     seed,
     thread_count,
+    unit_fraction,
 )
 from vaekit.core.errors import ConfigError
 
@@ -33,6 +34,7 @@ TRAIN_OVERRIDES = {
     "label_column": ("data", "label_column"),
     "id_column": ("data", "id_column"),
     "denoise": ("train", "denoise"),
+    "perturb": ("train", "perturb"),
     "binarize": ("data", "binarize"),
     "limit_train": ("data", "limit_train"),
     "limit_test": ("data", "limit_test"),
@@ -270,6 +272,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KIND:LEVEL",
         help="denoising training: encode inputs corrupted by gaussian:SIGMA or "
         "saltpepper:FRACTION noise, reconstruct the clean ones",
+    )
+    g.add_argument(
+        "--perturb",
+        type=unit_fraction,
+        metavar="RATE",
+        help="replace a share RATE of the values of every batch by random 8-bit levels: a "
+        "background model for `vaekit anomaly --score ratio --background RUN` (e.g. 0.2)",
     )
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument(

@@ -95,6 +95,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast the networks; losses in fp32) | auto
     # (auto: bf16 where the hardware computes it natively, else fp32)
     denoise: str | None = None  # noise like gaussian:0.3: encode corrupted inputs, score clean
+    perturb: float = 0.0  # replace this share of the values by random 8-bit levels in every
+    # batch (inputs and targets): trains a background model for the ratio anomaly score
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam
     lr_schedule: str = "constant"  # constant | cosine (decay to lr_min over the run)
@@ -177,6 +179,7 @@ class RunConfig:
             _check(math.isfinite(getattr(self.train, key)), f"train.{key} must be finite")
         _check(self.train.lr > 0, "train.lr must be > 0")
         _check(self.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0: no clipping)")
+        _check(0 <= self.train.perturb < 1, "train.perturb must be in [0, 1)")
         _check(self.train.weight_decay >= 0, "train.weight_decay must be >= 0 (0: none)")
         _check(self.train.beta >= 0, "train.beta must be >= 0")
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")

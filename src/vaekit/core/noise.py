@@ -66,6 +66,14 @@ randn_batch = _batch_sampler(torch.randn, "randn_batch", "Standard normal")
 rand_batch = _batch_sampler(torch.rand, "rand_batch", "Uniform [0, 1)")
 
 
+def perturb(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """x with each value replaced, with probability `rate`, by a uniformly drawn 8-bit level
+    k / 255 (the input perturbation of Ren et al. 2019, for a background model)."""
+    replace = rand_batch(x.shape, device=x.device, dtype=x.dtype) < rate
+    levels = rand_batch(x.shape, device=x.device, dtype=x.dtype).mul_(256).floor_().div_(255)
+    return torch.where(replace, levels, x)
+
+
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """Dynamic binarisation: pixel = 1 with probability equal to its intensity."""
     return (rand_batch(x.shape, device=x.device, dtype=x.dtype) < x).to(x.dtype)

@@ -24,8 +24,9 @@ from torch import nn
 from vaekit.config.runs import RunFolder, load_weights_into, save_weights
 from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device
-from vaekit.core.errors import RunError, TrainingDiverged
+from vaekit.core.errors import ConfigError, RunError, TrainingDiverged
 from vaekit.core.files import load_tensors
+from vaekit.core.noise import in_unit_range
 from vaekit.data.arrays import check_fits_likelihood
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import DataSplits
@@ -144,6 +145,8 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
         model.initialise()  # e.g. m1m2 copies its trained feature VAE's weights
     train_storage = data.train.storage  # uint8 pixels stay uint8: no float copy of the set
     check_fits_likelihood(train_storage, config.model.likelihood, data.source)
+    if config.train.perturb and not in_unit_range(train_storage):
+        raise ConfigError("train.perturb needs data in [0, 1] (images)")
     if config.train.denoise:  # the encoder sees corrupted inputs, the likelihood clean ones
         add_denoising(model, config.train.denoise, train_storage)
     if model.gradient_trained:

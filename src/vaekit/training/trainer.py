@@ -20,7 +20,7 @@ from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device, resolve_precision
 from vaekit.core.errors import ConfigError, RunError, TrainingDiverged, VaekitError
 from vaekit.core.files import load_tensors, save_tensors
-from vaekit.core.noise import batch_shard, binarize
+from vaekit.core.noise import batch_shard, binarize, perturb
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import BINARIZE_TEST_SEED, BINARIZE_VALID_SEED, binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
@@ -272,6 +272,8 @@ class Trainer:
         with self.forward_context():
             if self.config.data.binarize == "dynamic":
                 x = binarize(x)
+            if self.cfg.perturb:  # a background model: inputs and targets alike
+                x = perturb(x, self.cfg.perturb)
             terms = self.step.forward(x, y, self.beta_at(self.state.global_step))
         loss = terms.loss.item()
         flags = [float(not math.isfinite(loss)), float(self.stop["stop"])]
