@@ -255,17 +255,18 @@ class ManualStep(Step):
         self.model = model
         self.encoder, self.decoder = encoder, decoder
         self.saved: dict[str, Any] | None = None
+        self.outputs: dict[tuple, torch.Tensor] = {}  # the layers' outputs, reused every step
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, beta: float) -> LossTerms:
         batch = x.shape[0]
         target = x.reshape(batch, -1)  # (B, D)
-        stats, encoder_inputs = _mlp_forward(self.encoder, target)  # (B, 2Z)
+        stats, encoder_inputs = self.mlp_forward("encoder", self.encoder, target)  # (B, 2Z)
         z_mean, z_log_var = stats.chunk(2, dim=1)
         std = torch.exp(0.5 * z_log_var)
         eps = randn_batch(z_mean.shape, 0, None, z_mean.device, z_mean.dtype)
         z = torch.addcmul(z_mean, std, eps)
-        logits, decoder_inputs = _mlp_forward(self.decoder, z)  # (B, D)
+        logits, decoder_inputs = self.mlp_forward("decoder", self.decoder, z)  # (B, D)
         recon = self.model.likelihood.nll_sum(logits, target) / batch
         kl = gaussian_kl(z_mean, z_log_var).sum() / batch
         var = std * std  # exp(z_log_var), for the backward
@@ -274,6 +275,24 @@ class ManualStep(Step):
             encoder_inputs=encoder_inputs, decoder_inputs=decoder_inputs,
         )  # fmt: skip
         return LossTerms(loss=recon + beta * kl, recon=recon, kl=kl)
+
+    def mlp_forward(
+        self, name: str, layers: list[nn.Linear], h: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Linear layers with ReLU between them (none after the last); also each layer's
+        input. Each layer writes into the tensor it wrote in the previous step of this batch
+        size (the backward has used it by then): no fresh memory every step."""
+        inputs = []
+        for i, layer in enumerate(layers):
+            inputs.append(h)
+            shape = (h.shape[0], layer.out_features)
+            out = self.outputs.get((name, i, shape))
+            if out is None:
+                out = self.outputs[(name, i, shape)] = h.new_empty(shape)
+            h = torch.addmm(layer.bias, h, layer.weight.t(), out=out)
+            if i < len(layers) - 1:
+                h = h.relu_()
+        return h, inputs
 
     @torch.no_grad()
     def backward(self) -> None:
@@ -290,17 +309,6 @@ class ManualStep(Step):
         _mlp_backward(self.encoder, s["encoder_inputs"], g_stats, need_input=False)
 
 
-def _mlp_forward(
-    layers: list[nn.Linear], h: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Linear layers with ReLU between them (none after the last); also each layer's input."""
-    inputs = []
-    for i, layer in enumerate(layers):
-        inputs.append(h)
-        h = torch.addmm(layer.bias, h, layer.weight.t())
-        if i < len(layers) - 1:
-            h = h.relu_()
-    return h, inputs
 
 
 def set_grad(param: nn.Parameter, op: Callable[..., torch.Tensor], *args: Any) -> None:
