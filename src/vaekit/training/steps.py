@@ -309,8 +309,6 @@ class ManualStep(Step):
         _mlp_backward(self.encoder, s["encoder_inputs"], g_stats, need_input=False)
 
 
-
-
 def set_grad(param: nn.Parameter, op: Callable[..., torch.Tensor], *args: Any) -> None:
     """param.grad = op(*args), written into the gradient tensor of the previous step when
     there is one: the same values without allocating (and page-faulting) a fresh block of
