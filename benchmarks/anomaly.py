@@ -60,6 +60,23 @@ def image_config(epochs: int, seed: int = 0) -> vaekit.RunConfig:
     )
 
 
+def table_config(name: str, path: Path, label_column: str, epochs: int, seed: int):
+    """The breast-cancer VAE (MLP 30-64-4, Gaussian per feature) on the CSV at `path`."""
+    return vaekit.RunConfig.from_dict(
+        {
+            "name": name,
+            "data": {
+                "name": "csv",
+                "path": str(path),
+                "label_column": label_column,
+                "id_column": "id",
+            },
+            "model": {"hidden": [64], "latent_dim": 4, "likelihood": "gaussian-perdim"},
+            "train": {"epochs": epochs, "batch_size": 32, "seed": seed, "device": "cpu"},
+        }
+    )
+
+
 def train_model(config: vaekit.RunConfig, data: DataSplits, folder: Path) -> torch.nn.Module:
     run = vaekit.train(config, folder, progress=False, outputs=False, data=data)
     return run.model
@@ -235,19 +252,7 @@ def table_ood(epochs: int, samples: int, root: Path, seed: int = 0) -> dict:
         writer.writerow(header)
         writer.writerows([f"row{i}", *data.data[i], "in"] for i in test_rows)
         writer.writerows([f"shuffled{k}", *row, "out"] for k, row in enumerate(shuffled))
-    config = vaekit.RunConfig.from_dict(
-        {
-            "name": "table-ood",
-            "data": {
-                "name": "csv",
-                "path": str(folder / "train.csv"),
-                "label_column": "kind",
-                "id_column": "id",
-            },
-            "model": {"hidden": [64], "latent_dim": 4, "likelihood": "gaussian-perdim"},
-            "train": {"epochs": epochs, "batch_size": 32, "seed": seed, "device": "cpu"},
-        }
-    )
+    config = table_config("table-ood", folder / "train.csv", "kind", epochs, seed)
     vaekit.train(config, folder / "run", progress=False, outputs=False)
     metrics, cost = {}, {}
     for s in TABLE_SCORES:
@@ -337,19 +342,7 @@ def breast_cancer(epochs: int, samples: int, root: Path, seeds=(0, 1, 2)) -> lis
         folder.mkdir(parents=True)
         write_table(folder / "train.csv", data, np.sort(shuffled[:cut]))
         write_table(folder / "test.csv", data, np.sort(np.concatenate([shuffled[cut:], malignant])))
-        config = vaekit.RunConfig.from_dict(
-            {
-                "name": "bc",
-                "data": {
-                    "name": "csv",
-                    "path": str(folder / "train.csv"),
-                    "label_column": "diagnosis",
-                    "id_column": "id",
-                },
-                "model": {"hidden": [64], "latent_dim": 4, "likelihood": "gaussian-perdim"},
-                "train": {"epochs": epochs, "batch_size": 32, "seed": seed, "device": "cpu"},
-            }
-        )
+        config = table_config("bc", folder / "train.csv", "diagnosis", epochs, seed)
         vaekit.train(config, folder / "run", progress=False, outputs=False)
         row = {"seed": seed, "n_train": cut}
         for s in BASE_SCORES:

@@ -31,7 +31,7 @@ import torch
 
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
-from vaekit.data.datasets import Dataset, DataSplits, as_float, kind_of
+from vaekit.data.datasets import Dataset, DataSplits, as_float, channels_first, kind_of
 from vaekit.data.limits import check_fits_memory, declared_bytes
 from vaekit.data.registry import dataset_for_path, register_dataset
 
@@ -151,7 +151,6 @@ def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None
 
 
 # --- arrays -------------------------------------------------------------------------------
-CHANNELS = (1, 3, 4)  # greyscale, RGB, RGBA
 X_KEYS, Y_KEYS = ("x", "X", "data", "images"), ("y", "labels", "targets")
 
 
@@ -191,19 +190,6 @@ def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
     if values.dtype == np.uint8:  # 8-bit pixels: stored as they are
         return torch.from_numpy(np.ascontiguousarray(values))
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-
-
-def channels_first(values: np.ndarray, source: str) -> np.ndarray:
-    """(N, C, H, W) as it is, (N, H, W, C) transposed; C must be 1, 3 or 4 on one side
-    (any other count would train as that many channels and fail in the pictures)."""
-    if values.shape[1] in CHANNELS:
-        return values
-    if values.shape[-1] in CHANNELS:
-        return values.transpose(0, 3, 1, 2)
-    raise DataError(
-        f"{source}: images of shape {values.shape[1:]} have no 1, 3 or 4 channels first or "
-        "last (expected (N, C, H, W) or (N, H, W, C))"
-    )
 
 
 def as_labels(values: np.ndarray, count: int, source: str) -> tuple[torch.Tensor, list[str]]:

@@ -151,3 +151,19 @@ def labels_from_array(labels: np.ndarray, count: int, name: str) -> torch.Tensor
     if len(labels) != count:
         raise DataError(f"{name}: {len(labels)} labels for {count} images")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+CHANNELS = (1, 3, 4)  # greyscale, RGB, RGBA
+
+
+def channels_first(pixels: np.ndarray, name: str) -> np.ndarray:
+    """(N, H, W, C) images -> (N, C, H, W); 4-D images must have 1, 3 or 4 channels, first
+    or last (anything else would train as that many channels and fail in the pictures)."""
+    if pixels.ndim != 4 or pixels.shape[1] in CHANNELS:
+        return pixels
+    if pixels.shape[-1] in CHANNELS:
+        return pixels.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{name}: images of shape {pixels.shape[1:]} have no 1, 3 or 4 channels first or last "
+        "(expected (N, H, W), (N, C, H, W) or (N, H, W, C))"
+    )

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
-from vaekit.data.datasets import Dataset, DataSplits, images_from_uint8, labels_from_array
+from vaekit.data.datasets import (
+    Dataset,
+    DataSplits,
+    channels_first,
+    images_from_uint8,
+    labels_from_array,
+)
 from vaekit.data.idx import read_idx
 from vaekit.data.registry import register_dataset
 
 BUNDLED_MNIST = Path(__file__).parent / "files" / "mnist"
-CHANNELS = (1, 3, 4)  # greyscale, RGB, RGBA
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 
 # md5 of the decompressed IDX content (the same for every faithful copy, gzip or not)
@@ -63,19 +66,6 @@ def load_idx_folder(
             )
         splits.append(Dataset(x, y, f"{name}/{split}"))
     return splits[0], splits[1]
-
-
-def channels_first(pixels: np.ndarray, name: str) -> np.ndarray:
-    """(N, H, W, C) images -> (N, C, H, W); 4-D images must have 1, 3 or 4 channels, first
-    or last (anything else would train as that many channels and fail in the pictures)."""
-    if pixels.ndim != 4 or pixels.shape[1] in CHANNELS:
-        return pixels
-    if pixels.shape[-1] in CHANNELS:
-        return pixels.transpose(0, 3, 1, 2)
-    raise DataError(
-        f"{name}: images of shape {pixels.shape[1:]} have no 1, 3 or 4 channels first or last "
-        "(expected (N, H, W), (N, C, H, W) or (N, H, W, C))"
-    )
 
 
 def shape_text(x) -> str:
