@@ -58,19 +58,39 @@ def write_pngs(folder: Path, n: int = 6, seed: int = 0) -> list[Path]:
     return [save_png(folder / f"img{i:02d}.png", seed=seed + i) for i in range(n)]
 
 
-def write_data_folder(folder: Path, n_train: int = 64, n_test: int = 32, **override) -> Path:
-    """A tiny MNIST-layout folder (8x8 random images, 4 classes); `override` swaps arrays."""
+def write_data_folder(
+    folder: Path,
+    n_train: int = 64,
+    n_test: int = 32,
+    side: int = SIDE,
+    classes: int = 4,
+    **override,
+) -> Path:
+    """A tiny MNIST-layout folder (random side x side images, `classes` classes) as four
+    gzipped IDX files; `override` swaps any of the arrays."""
     rng = np.random.default_rng(0)
     arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, SIDE, SIDE), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 4, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, SIDE, SIDE), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 4, n_test, dtype=np.uint8),
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, classes, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, classes, n_test, dtype=np.uint8),
     } | override
     folder.mkdir(parents=True, exist_ok=True)
     for stem, array in arrays.items():
         write_idx(folder / f"{stem}.gz", array)
     return folder
+
+
+def write_bars_and_noise(root: Path, synth) -> Path:
+    """data.npz (the synthetic bars, own train/test split) and mix.npz (their test images,
+    then 32 uniform-noise images labelled "noise") in `root`."""
+    arrays = {"x_train": synth.train.x.numpy(), "y_train": synth.train.y.numpy()}
+    arrays |= {"x_test": synth.test.x.numpy(), "y_test": synth.test.y.numpy()}
+    np.savez(root / "data.npz", **arrays)
+    noise = torch.rand(32, *synth.test.shape, generator=torch.Generator().manual_seed(1))
+    labels = [str(k) for k in synth.test.y.tolist()] + ["noise"] * 32
+    np.savez(root / "mix.npz", x=torch.cat([synth.test.x, noise]).numpy(), y=np.array(labels))
+    return root
 
 
 def without_timing(rows: list[dict]) -> list[dict]:

@@ -13,7 +13,7 @@ import torch
 
 import vaekit
 from conftest import tiny_config
-from helpers import assert_one_line_error, run_cli, write_pngs
+from helpers import assert_one_line_error, run_cli, write_bars_and_noise, write_pngs
 from vaekit.apps.anomaly import (
     CALIBRATION_FILE,
     anomaly_scores,
@@ -34,13 +34,7 @@ def apps(synth, tmp_path_factory) -> Path:
     """A folder with data.npz (the synthetic bars, own split), mix.npz (its test images plus
     32 uniform-noise images labelled "noise") and run/ (a tiny VAE trained on data.npz)."""
     root = tmp_path_factory.mktemp("apps")
-    arrays = {"x_train": synth.train.x.numpy(), "y_train": synth.train.y.numpy()}
-    arrays |= {"x_test": synth.test.x.numpy(), "y_test": synth.test.y.numpy()}
-    np.savez(root / "data.npz", **arrays)
-    noise = torch.rand(32, *synth.test.shape, generator=torch.Generator().manual_seed(1))
-    labels = [str(k) for k in synth.test.y.tolist()] + ["noise"] * 32
-    x = torch.cat([synth.test.x, noise]).numpy()
-    np.savez(root / "mix.npz", x=x, y=np.array(labels))
+    write_bars_and_noise(root, synth)
     config = tiny_config(epochs=6)
     config.data.name, config.data.path = "array", str(root / "data.npz")
     vaekit.train(config, root / "run", progress=False, outputs=False)

@@ -14,7 +14,7 @@ import torch
 
 import vaekit
 from conftest import tiny_config
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, write_bars_and_noise
 from vaekit.apps import ood
 from vaekit.apps.anomaly import anomaly_scores, detection_metrics
 from vaekit.core.errors import ConfigError
@@ -26,12 +26,7 @@ def ood_runs(synth, tmp_path_factory) -> Path:
     """data.npz (the synthetic bars), mix.npz (its test images, then 32 noise images
     labelled "noise"), run/ (a VAE on the bars) and background/ (the same, --perturb 0.3)."""
     root = tmp_path_factory.mktemp("ood")
-    arrays = {"x_train": synth.train.x.numpy(), "y_train": synth.train.y.numpy()}
-    arrays |= {"x_test": synth.test.x.numpy(), "y_test": synth.test.y.numpy()}
-    np.savez(root / "data.npz", **arrays)
-    noise = torch.rand(32, *synth.test.shape, generator=torch.Generator().manual_seed(1))
-    labels = [str(k) for k in synth.test.y.tolist()] + ["noise"] * 32
-    np.savez(root / "mix.npz", x=torch.cat([synth.test.x, noise]).numpy(), y=np.array(labels))
+    write_bars_and_noise(root, synth)
     for name, rate in (("run", 0.0), ("background", 0.3)):
         config = tiny_config(epochs=8)
         config.data.name, config.data.path = "array", str(root / "data.npz")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import vaekit
+from helpers import write_data_folder
 from vaekit.core.errors import ConfigError, DataError
 from vaekit.data.batches import BatchIterator
 from vaekit.data.idx import parse_idx, read_idx, write_idx
@@ -115,18 +116,8 @@ def test_checksum_mismatch_is_rejected(tmp_path: Path):
 
 # --- MNIST-style folders --------------------------------------------------------------------
 def write_mnist_folder(folder: Path, n_train: int = 6, n_test: int = 4, **override) -> Path:
-    """Four small IDX files in the MNIST layout; `override` replaces any of them."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 5, 5), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 5, 5), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    } | override
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, array in arrays.items():
-        write_idx(folder / f"{stem}.gz", array)
-    return folder
+    """Four small IDX files in the MNIST layout (5x5 images, 10 classes)."""
+    return write_data_folder(folder, n_train, n_test, side=5, classes=10, **override)
 
 
 def test_mnist_loader_reads_a_user_folder(tmp_path: Path):
