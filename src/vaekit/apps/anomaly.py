@@ -147,7 +147,7 @@ def anomaly_scores(
     base = tuple(s for s in ("elbo", "iwae", "recon") if s in scores or (s == "iwae" and needs_nll))
     values = pass_scores(model, x, base, samples, seed, progress) if base else {}
     if "regret" in scores:
-        values["regret"] = ood.likelihood_regret(model, x, samples, seed)
+        values["regret"] = ood.likelihood_regret(model, x, samples, seed, progress=progress)
     if "complexity" in scores:
         values["complexity"] = ood.complexity(values["iwae"], x, model.likelihood.name, seed)
     if "typicality" in scores:

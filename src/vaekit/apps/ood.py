@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from vaekit.core.errors import ConfigError
 from vaekit.models.batched import map_batches
@@ -53,6 +55,7 @@ def likelihood_regret(
     seed: int = 0,
     steps: int = REGRET_STEPS,
     lr: float = REGRET_LR,
+    progress: bool = False,
 ) -> torch.Tensor:
     """-ELBO(x) with the encoder's posterior minus -ELBO(x) with the posterior optimised for
     x alone (Adam, `steps` steps), both with the same `draws` noise draws: (N,) float64, >= 0
@@ -63,15 +66,28 @@ def likelihood_regret(
     generator = torch.Generator().manual_seed(seed)
     eps = torch.randn(draws, model.latent_dim, generator=generator).to(device)  # (k, D)
 
+    bar = tqdm(
+        total=len(x),
+        desc="regret",
+        disable=not progress,
+        leave=False,
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
+
     def regret_of_batch(xb: torch.Tensor, _) -> torch.Tensor:
         with torch.no_grad():
             z_mean, z_log_var = (t.float() for t in model.encode(xb))
             before = posterior_neg_elbo(model, xb, z_mean, z_log_var, eps)
         after = optimised_neg_elbo(model, xb, z_mean, z_log_var, eps, steps, lr)
+        bar.update(len(xb))
         return (before - after).double()
 
     batch = max(1, REGRET_ROWS // draws)
-    return map_batches(regret_of_batch, x, None, batch, device)
+    try:
+        return map_batches(regret_of_batch, x, None, batch, device)
+    finally:
+        bar.close()
 
 
 def posterior_neg_elbo(
