@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from vaekit.apps import ood
 from vaekit.apps.encode import check_shape, data_items, open_inputs
 from vaekit.config.runs import RunFolder
 from vaekit.core.errors import ConfigError, RunError
 from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
+from vaekit.core.progress import progress_bar
 from vaekit.data.binarize import evaluation_view
 from vaekit.likelihoods import LOG_2PI
 from vaekit.models.batched import map_batches, wide
@@ -174,14 +173,7 @@ def pass_scores(
     if sampled:
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(samples, model.latent_dim, generator=generator).to(device, dtype)
-    bar = tqdm(
-        total=len(x),
-        desc="scoring",
-        disable=not progress,
-        leave=False,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
+    bar = progress_bar(len(x), "scoring", progress)
 
     def score(xb: torch.Tensor, _) -> tuple[torch.Tensor, ...]:
         start = bar.n  # examples scored before this batch: seeds its own draws

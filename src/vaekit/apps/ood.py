@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from vaekit.core.errors import ConfigError
+from vaekit.core.progress import progress_bar
 from vaekit.models.batched import map_batches
 
 REGRET_STEPS = 100  # Adam steps on each input's posterior
@@ -66,14 +65,7 @@ def likelihood_regret(
     generator = torch.Generator().manual_seed(seed)
     eps = torch.randn(draws, model.latent_dim, generator=generator).to(device)  # (k, D)
 
-    bar = tqdm(
-        total=len(x),
-        desc="regret",
-        disable=not progress,
-        leave=False,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
+    bar = progress_bar(len(x), "regret", progress)
 
     def regret_of_batch(xb: torch.Tensor, _) -> torch.Tensor:
         with torch.no_grad():

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -9,8 +8,8 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
-from tqdm import tqdm
 
+from vaekit.core.progress import progress_bar
 from vaekit.data.batches import BatchIterator
 from vaekit.data.datasets import Dataset
 from vaekit.models.base import label_args
@@ -113,15 +112,8 @@ def iwae_log_likelihoods(
     ends = _chunk_ends(ks, k_chunk)
     batch_size = max(1, chunk_rows // k_chunk)
     estimates: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-    bar = tqdm(
-        total=len(data) * ks[-1],
-        desc=f"IWAE k={ks[-1]}",
-        unit="sample",
-        unit_scale=True,
-        disable=not progress,
-        leave=False,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-        file=sys.stderr,
+    bar = progress_bar(
+        len(data) * ks[-1], f"IWAE k={ks[-1]}", progress, unit="sample", unit_scale=True
     )
     for x, y in BatchIterator(data.x, data.y, batch_size, shuffle=False):
         x, labels = x.to(device, non_blocking=True), label_args(model, y, device)

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from vaekit.core.errors import DataError, RunError
 from vaekit.core.files import cache_dir, load_tensors, save_tensors
+from vaekit.core.progress import progress_bar
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
@@ -152,13 +152,10 @@ def train_classifier(
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     batches = BatchIterator(splits.train.x, splits.train.y, 128, seed=seed)
     net.train()
-    bar = tqdm(
-        total=CLASSIFIER_EPOCHS * len(batches),
-        desc=f"feature classifier for {splits.name} (trained once, then cached)",
-        disable=not progress,
-        leave=False,
-        mininterval=0.5 if sys.stderr.isatty() else 10.0,
-        file=sys.stderr,
+    bar = progress_bar(
+        CLASSIFIER_EPOCHS * len(batches),
+        f"feature classifier for {splits.name} (trained once, then cached)",
+        progress,
     )
     for epoch in range(CLASSIFIER_EPOCHS):
         for x, y in batches.epoch(epoch):

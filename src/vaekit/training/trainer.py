@@ -21,6 +21,7 @@ from vaekit.core.device import pick_device, resolve_precision
 from vaekit.core.errors import ConfigError, RunError, TrainingDiverged, VaekitError
 from vaekit.core.files import load_tensors, save_tensors
 from vaekit.core.noise import batch_shard, binarize, perturb
+from vaekit.core.progress import progress_bar
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import BINARIZE_TEST_SEED, BINARIZE_VALID_SEED, binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
@@ -311,15 +312,12 @@ class Trainer:
         self.model.train()
         with stop_requests() as self.stop:
             while state.epoch < self.cfg.epochs and not state.out_of_time:
-                with tqdm(
-                    total=steps,
+                with progress_bar(
+                    steps,
+                    f"epoch {state.epoch + 1}/{self.cfg.epochs}",
+                    self.progress,
                     initial=state.step_in_epoch,
-                    desc=f"epoch {state.epoch + 1}/{self.cfg.epochs}",
-                    disable=not self.progress,
-                    leave=False,
                     dynamic_ncols=True,
-                    mininterval=0.1 if sys.stderr.isatty() else 5.0,
-                    file=sys.stderr,
                 ) as bar:  # closed on errors too, so the error line stands alone
                     self.clock_started = time.perf_counter()
                     for x, y in self.batches.epoch(state.epoch, state.step_in_epoch):
