@@ -91,13 +91,17 @@ class HierarchicalPrior(nn.Module):
 def check_exportable(model: nn.Module, name: str) -> None:
     """One-line ConfigError for the models export does not handle."""
     if getattr(model, "needs_labels", False):
-        raise ConfigError(f"model {name} is conditional (needs labels); export takes unconditional models")
+        raise ConfigError(
+            f"model {name} is conditional (needs labels); export takes unconditional models"
+        )
     if isinstance(model, HierarchicalVAE):
         if model.vamp:
             raise ConfigError("export does not handle VampPrior models yet (prior vamp)")
         return
     if not getattr(model, "one_gaussian_latent", False):
-        raise ConfigError(f"model {name} has no Gaussian encoder (z_mean, z_log_var); export takes VAEs")
+        raise ConfigError(
+            f"model {name} has no Gaussian encoder (z_mean, z_log_var); export takes VAEs"
+        )
     if getattr(model.config, "prior", "normal") == "vamp" or name == "vamp":
         raise ConfigError("export does not handle VampPrior models yet (prior vamp)")
 
@@ -107,7 +111,11 @@ def graphs(model: nn.Module) -> dict[str, tuple[nn.Module, list[str], list[str]]
     logits = model.likelihood.__class__.__name__ == "Bernoulli"
     out = {
         "encoder": (EncoderGraph(model), ["x"], ["z_mean", "z_log_var"]),
-        "decoder": (DecoderGraph(model, logits), ["z"], ["x_mean", *(["logits"] if logits else [])]),
+        "decoder": (
+            DecoderGraph(model, logits),
+            ["z"],
+            ["x_mean", *(["logits"] if logits else [])],
+        ),
     }
     if isinstance(model, HierarchicalVAE):
         out["prior"] = (HierarchicalPrior(model), ["noise"], ["z"])
@@ -115,7 +123,9 @@ def graphs(model: nn.Module) -> dict[str, tuple[nn.Module, list[str], list[str]]
 
 
 # --- inputs for the parity check --------------------------------------------------------
-def parity_inputs(model: nn.Module, kind: str, binarized: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+def parity_inputs(
+    model: nn.Module, kind: str, binarized: bool, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """x in the data's range (uniform [0, 1] pixels, 0/1 if binarised, N(0, 1) table
     features), z from the prior N(0, I) and standard normal noise."""
     g = torch.Generator().manual_seed(seed)
@@ -160,9 +170,7 @@ def run_onnx(path: Path, name: str, value: np.ndarray) -> list[np.ndarray]:
     onnxruntime = _require_onnx()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"]
-    )
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {name: value})
 
 
