@@ -151,7 +151,7 @@ def test_bad_format_and_missing_run_leave_nothing(runs, tmp_path, capsys, args):
 
 def test_failed_parity_check_leaves_nothing(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export_module, "PARITY_TOLERANCE", -1.0)
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     code, _, err = run_cli(["export", runs["mlp"], "-o", out], capsys)
     assert_one_line_error(code, err)
     assert "differs from the PyTorch model" in err

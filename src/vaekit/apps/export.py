@@ -288,8 +288,10 @@ def export_run(
         raise ConfigError(f"{out}: exists and is not a folder")
     specs = graphs(model)
     values = parity_inputs(model, config.data.kind or "image", config.data.binarize != "none", seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    # the temporary folder goes in the nearest existing folder above `out` (same file
+    # system, so the final renames are atomic); missing parents are made only on success
+    base = next(p for p in out.absolute().parents if p.is_dir())
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=base))
     try:
         io: dict[str, dict] = {}
         parity: dict[str, float] = {}
@@ -336,6 +338,7 @@ def _move_into(tmp: Path, out: Path, names: list[str]) -> None:
     """The finished files into `out`: the whole folder renamed if `out` is new, else each
     file renamed over its old version."""
     if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
         return
     for name in names:
