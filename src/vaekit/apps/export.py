@@ -79,18 +79,12 @@ class HierarchicalPrior(nn.Module):
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         parts = list(torch.split(noise, self.sizes, dim=1))
-        z = parts[-1]
-        layers = [z]
-        for i in reversed(range(len(self.sizes) - 1)):
-            p_mean, p_log_var = self.model.prior_heads[i](self.model.down[i](z))
-            z = p_mean + torch.exp(0.5 * p_log_var) * parts[i]
-            layers.append(z)
-        return torch.cat(layers[::-1], 1)
+        return self.model.descend(parts[-1], lambda i, shape: parts[i])
 
 
 def check_exportable(model: nn.Module, name: str) -> None:
     """One-line ConfigError for the models export does not handle."""
-    if getattr(model, "needs_labels", False):
+    if model.needs_labels:
         raise ConfigError(
             f"model {name} is conditional (needs labels); export takes unconditional models"
         )
@@ -98,17 +92,17 @@ def check_exportable(model: nn.Module, name: str) -> None:
         if model.vamp:
             raise ConfigError("export does not handle VampPrior models yet (prior vamp)")
         return
-    if not getattr(model, "one_gaussian_latent", False):
+    if not model.one_gaussian_latent:
         raise ConfigError(
             f"model {name} has no Gaussian encoder (z_mean, z_log_var); export takes VAEs"
         )
-    if getattr(model.config, "prior", "normal") == "vamp" or name == "vamp":
+    if model.config.prior == "vamp" or name == "vamp":
         raise ConfigError("export does not handle VampPrior models yet (prior vamp)")
 
 
 def graphs(model: nn.Module) -> dict[str, tuple[nn.Module, list[str], list[str]]]:
     """name -> (module, input names, output names)."""
-    logits = model.likelihood.__class__.__name__ == "Bernoulli"
+    logits = model.likelihood.name == "bernoulli"
     out = {
         "encoder": (EncoderGraph(model), ["x"], ["z_mean", "z_log_var"]),
         "decoder": (

@@ -26,6 +26,7 @@ reads z_1 (the first `latent_layers[0]` entries).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -287,11 +288,20 @@ class HierarchicalVAE(Model):
             z = sample_mixture(*self.top_prior_params(), n, generator)
         else:
             z = torch.randn(n, self.sizes[-1], generator=generator, device=device)
-        layers = [z]
+        return self.descend(
+            z, lambda i, shape: torch.randn(shape, generator=generator, device=device)
+        )
+
+    def descend(
+        self, z_top: torch.Tensor, noise: Callable[[int, torch.Size], torch.Tensor]
+    ) -> torch.Tensor:
+        """Every layer from the top one down, z_l = mean_l(z_{l+1}) + sigma_l(z_{l+1}) *
+        noise(l, shape) (standard normal noise for layer l): (n, latent_dim), bottom first.
+        `noise` draws (sampling) or hands over given noise (an exported prior graph)."""
+        z, layers = z_top, [z_top]
         for i in reversed(range(len(self.sizes) - 1)):
             p_mean, p_log_var = self.prior_heads[i](self.down[i](z))
-            eps = torch.randn(p_mean.shape, generator=generator, device=device)
-            z = p_mean + torch.exp(0.5 * p_log_var) * eps
+            z = p_mean + torch.exp(0.5 * p_log_var) * noise(i, p_mean.shape)
             layers.append(z)
         return torch.cat(layers[::-1], 1)
 
