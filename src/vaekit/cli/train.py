@@ -65,6 +65,7 @@ TRAIN_OVERRIDES = {
     "grad_clip": ("train", "grad_clip"),
     "weight_decay": ("train", "weight_decay"),
     "seed": ("train", "seed"),
+    "tensorboard": ("train", "tensorboard"),
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
     "free_bits": ("train", "free_bits"),
@@ -292,6 +293,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "autograd"],
         help="auto (default): hand-written gradients for the plain MLP VAE with a Bernoulli "
         "likelihood in fp32 (same results, faster); autograd: always autograd",
+    )
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard event files in RUN/tensorboard/ (scalars per step and "
+        "epoch, sample and reconstruction grids; needs pip install 'vaekit[tensorboard]')",
     )
     g.add_argument("--threads", type=thread_count, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=image_count, help="prior samples in samples.png")

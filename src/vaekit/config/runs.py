@@ -6,6 +6,8 @@ Layout of `runs/<name>/`:
   checkpoint.safetensors  model + optimizer + trainer state for --resume (no pickle)
   best.safetensors     weights of the best validation epoch (runs with a validation split)
   metrics.jsonl        one JSON object per epoch
+  log.csv              step, epoch, train_seconds, lr, loss every 10 steps and per epoch
+  tensorboard/         TensorBoard event files (train.tensorboard)
   *.png                pictures written at the end of training
 Nothing here unpickles: tensors come from safetensors, everything else from JSON.
 Every file records the run-folder format `format_version` (FORMAT_VERSION, core/files.py):
@@ -37,6 +39,8 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "log.csv"
+TENSORBOARD_DIR = "tensorboard"
 
 
 # --- atomic writes ----------------------------------------------------------------------
@@ -158,6 +162,14 @@ class RunFolder:
     @property
     def metrics_path(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def tensorboard_path(self) -> Path:
+        return self.path / TENSORBOARD_DIR
 
     def require(self) -> RunFolder:
         if self.path.is_file():

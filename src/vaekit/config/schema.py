@@ -105,6 +105,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate (validation and test) every N epochs, and at the end
     step: str = "auto"  # auto: hand-written gradients where they apply (training/steps.py)
     # | autograd (always autograd)
+    tensorboard: bool = False  # also write TensorBoard event files in RUN/tensorboard/
 
 
 @dataclass

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # for annotations only: trainer.py imports this module
 class Callback:
     """Hooks the Trainer calls at named points of training; each is a no-op here."""
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first step, once a resumed run's checkpoint is loaded."""
+
     def on_step_end(self, trainer: Trainer) -> None:
         """After each optimiser step (trainer.state already counts it), on every rank."""
 

@@ -9,6 +9,7 @@ any step and resumed gives the same numbers as one that never stopped.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -197,8 +198,9 @@ def removed_if_unstarted(run: RunFolder, fresh: bool, made: bool) -> Iterator[No
         yield
     except BaseException:
         if fresh and not run.checkpoint_path.exists() and not run.weights_path.exists():
-            for path in (run.config_path, run.metrics_path, run.best_path):
+            for path in (run.config_path, run.metrics_path, run.best_path, run.log_path):
                 path.unlink(missing_ok=True)
+            shutil.rmtree(run.tensorboard_path, ignore_errors=True)
             if made:
                 with suppress(OSError):  # not empty: files of someone else's
                     run.path.rmdir()

@@ -35,6 +35,7 @@ from vaekit.models.registry import model_class
 from vaekit.training import distributed
 from vaekit.training.callbacks import Callback, as_callback, standard_callbacks
 from vaekit.training.checkpoint import check_checkpoint, flatten_optimizer, unflatten_optimizer
+from vaekit.training.logs import log_callbacks
 from vaekit.training.optim import make_optimizer
 from vaekit.training.steps import AutogradStep, choose_step, objective_for
 
@@ -134,7 +135,11 @@ class Trainer:
         callbacks: Sequence[Callback | Callable[[Trainer, dict[str, Any]], None]] = (),
     ) -> None:
         self.config, self.cfg = config, config.train
-        self.callbacks = standard_callbacks(self.cfg) + [as_callback(c) for c in callbacks]
+        self.callbacks = (
+            standard_callbacks(self.cfg)
+            + log_callbacks(self.cfg)
+            + [as_callback(c) for c in callbacks]
+        )
         self.context = context
         self.device = device or pick_device(self.cfg.device)
         self.model = model.to(self.device)
@@ -298,6 +303,8 @@ class Trainer:
         """Train to the end (epochs or time budget); the metrics rows. Callbacks hear of an
         error before it is raised on, and of the end."""
         try:
+            for callback in self.callbacks:
+                callback.on_fit_start(self)
             history = self.fit_epochs()
         except BaseException as error:
             for callback in self.callbacks:
