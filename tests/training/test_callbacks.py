@@ -15,6 +15,7 @@ from vaekit.training.callbacks import (
     TimeBudget,
     as_callback,
 )
+from vaekit.training.logs import CsvLog
 from vaekit.training.trainer import Trainer
 
 
@@ -74,11 +75,12 @@ def test_the_trainers_own_callbacks_follow_the_config(synth):
         model = vaekit.models.build_model(config.model, synth.shape)
         return [type(c) for c in Trainer(config, model, synth, progress=False).callbacks]
 
-    assert kinds() == [BestWeights]
+    assert kinds() == [BestWeights, CsvLog]
     assert kinds(time_budget=5.0, checkpoint_every_steps=3) == [
         TimeBudget,
         IntervalCheckpoints,
         BestWeights,
+        CsvLog,
     ]
 
 

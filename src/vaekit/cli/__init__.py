@@ -26,7 +26,7 @@ class Parser(argparse.ArgumentParser):
 # --- entry point ----------------------------------------------------------------------------
 def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each command module's `add_*` functions, in the order `--help` lists them."""
-    from vaekit.cli import apply, compare, evaluate, explore, export, inspect, train
+    from vaekit.cli import apply, compare, evaluate, explore, export, inspect, runs, train
 
     return [
         train.add_train,
@@ -35,6 +35,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         inspect.add_sample,
         inspect.add_reconstruct,
         inspect.add_info,
+        runs.add_runs,
         *explore.COMMANDS,
         *apply.COMMANDS,
         export.add_export,
