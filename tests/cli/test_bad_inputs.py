@@ -492,7 +492,7 @@ def test_bad_input(case: Case, good: Good, case_dir: Path, capsys):
 
 
 # --- every command, missing run folder --------------------------------------------------------
-NO_RUN_FOLDER = {"compare"}  # commands that take no run folder
+NO_RUN_FOLDER = {"compare", "runs"}  # commands that take no run folder (runs: a folder OF runs)
 # values for required options, valid on their own ("{tmp}": the case's folder)
 DUMMY = {"--from": "0", "--to": "1", "--models": "vae", "-o": "{tmp}/out.npy"}
 
