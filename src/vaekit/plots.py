@@ -63,19 +63,31 @@ def save_image(array: np.ndarray, path: str | Path, scale: int = 2) -> Path:
     return Path(path)
 
 
+def square_grid(images: torch.Tensor) -> np.ndarray:
+    """The images in a grid of about as many rows as columns."""
+    return image_grid(images, math.ceil(math.sqrt(len(images))))
+
+
 def save_grid(images: torch.Tensor, path: str | Path, ncols: int | None = None) -> Path:
-    ncols = ncols or math.ceil(math.sqrt(len(images)))
-    return save_image(image_grid(images, ncols), path)
+    picture = image_grid(images, ncols) if ncols else square_grid(images)
+    return save_image(picture, path)
+
+
+def reconstruction_grid(
+    originals: torch.Tensor, reconstructions: torch.Tensor, ncols: int = 16
+) -> np.ndarray:
+    """Rows of originals, each followed by a row of their reconstructions."""
+    rows = []
+    for start in range(0, len(originals), ncols):
+        rows += [originals[start : start + ncols], reconstructions[start : start + ncols]]
+    return image_grid(torch.cat(rows), ncols)
 
 
 def save_reconstructions(
     originals: torch.Tensor, reconstructions: torch.Tensor, path: str | Path, ncols: int = 16
 ) -> Path:
     """Rows of originals, each followed by a row of their reconstructions."""
-    rows = []
-    for start in range(0, len(originals), ncols):
-        rows += [originals[start : start + ncols], reconstructions[start : start + ncols]]
-    return save_grid(torch.cat(rows), path, ncols)
+    return save_image(reconstruction_grid(originals, reconstructions, ncols), path)
 
 
 def save_gif(

@@ -184,12 +184,8 @@ class TensorBoardLog(Callback):
                 recons = model.reconstruct(originals, **labels)
         finally:
             model.train(was_training)
-        columns = math.ceil(math.sqrt(len(samples)))
-        self.add_image("samples", plots.image_grid(samples, columns), step)
-        rows = []
-        for start in range(0, len(originals), 16):
-            rows += [originals[start : start + 16], recons[start : start + 16]]
-        self.add_image("reconstructions", plots.image_grid(torch.cat(rows), 16), step)
+        self.add_image("samples", plots.square_grid(samples), step)
+        self.add_image("reconstructions", plots.reconstruction_grid(originals, recons), step)
 
     def add_image(self, tag: str, array, step: int) -> None:
         dataformats = "HW" if array.ndim == 2 else "HWC"
