@@ -26,9 +26,9 @@ from vaekit.config.runs import RunFolder
 from vaekit.core.files import atomic_write_text
 from vaekit.core.version import VERSION
 from vaekit.data.datasets import DataSplits
+from vaekit.evaluation.run import EVALUATION_FILE, read_evaluation
 
 REPORT_FILE = "report.html"
-EVALUATION_FILE = "evaluation.json"
 MIME = {".png": "image/png", ".gif": "image/gif"}
 STEPS = 10  # decoded images in the interpolation
 
@@ -103,17 +103,6 @@ def write_report(
     )
     atomic_write_text(output, page)
     return output
-
-
-def read_evaluation(path: Path) -> dict[str, Any] | None:
-    """The run's evaluation.json as a dict, or None when absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {"error": f"{path.name} is not valid JSON"}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 # --- pictures ---------------------------------------------------------------------------

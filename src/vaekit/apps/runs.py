@@ -7,14 +7,13 @@ the listing. Folders without a config.json are not runs and are skipped.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vaekit.config.runs import CONFIG_FILE, RunFolder, is_number
 from vaekit.core.errors import RunError, VaekitError
-from vaekit.evaluation.run import EVALUATION_FILE
+from vaekit.evaluation.run import EVALUATION_FILE, read_evaluation
 from vaekit.training.fit import final_row
 
 COLUMNS = ("run", "model", "data", "epochs", "test", "iwae_nll", "date", "note")
@@ -71,14 +70,15 @@ def run_row(path: Path) -> dict[str, Any]:
 
 def iwae_nll(path: Path, notes: list[str]) -> float | None:
     """The IWAE NLL of the largest k in an evaluation.json, if it has one."""
-    if not path.exists():
+    report = read_evaluation(path)
+    if report is None:
         return None
-    try:
-        report = json.loads(path.read_text())
-        bounds = [b for b in (report.get("iwae") or []) if is_number(b.get("nll"))]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
-        notes.append(f"{EVALUATION_FILE}: damaged")
+    bounds = report.get("iwae")
+    if "error" in report or not isinstance(bounds, list):
+        if "error" in report or bounds is not None:
+            notes.append(f"{EVALUATION_FILE}: damaged")
         return None
+    bounds = [b for b in bounds if isinstance(b, dict) and is_number(b.get("nll"))]
     if not bounds:
         return None
     return max(bounds, key=lambda b: b.get("k") if is_number(b.get("k")) else 0)["nll"]

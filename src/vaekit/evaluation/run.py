@@ -339,3 +339,14 @@ def _quality_rows(quality: dict[str, Any] | None) -> list[Row]:
             f"{clf['n_test']} {clf['dataset']} test images{' (binarised)' if clf['binary'] else ''}",
         ),
     ]
+
+
+def read_evaluation(path: Path) -> dict[str, Any] | None:
+    """The run's evaluation.json as a dict, or None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {"error": f"{path.name} is not valid JSON"}
+    return value if isinstance(value, dict) else {"value": value}
