@@ -272,9 +272,9 @@ def export_run(
     RUN/export); returns {"output", "format", "files", "parity": {graph.output: max abs}}."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    run = open_run(run_dir, "cpu")  # the run folder's errors first: they name what to fix
     if fmt == "onnx":
         _require_onnx()
-    run = open_run(run_dir, "cpu")
     model, config = run.model, run.config
     check_exportable(model, config.model.name)
     out = Path(output) if output is not None else run.path / "export"
