@@ -76,10 +76,16 @@ def save_grid(images: torch.Tensor, path: str | Path, ncols: int | None = None) 
 def reconstruction_grid(
     originals: torch.Tensor, reconstructions: torch.Tensor, ncols: int = 16
 ) -> np.ndarray:
-    """Rows of originals, each followed by a row of their reconstructions."""
+    """Rows of at most `ncols` originals, each followed by a row of their reconstructions:
+    every original directly above its own reconstruction, whatever the count (a short last
+    row is filled with blank cells, the grid's background)."""
+    ncols = max(1, min(ncols, len(originals)))
+    blank = torch.ones(ncols, *originals.shape[1:])  # image_grid's background is white
     rows = []
     for start in range(0, len(originals), ncols):
-        rows += [originals[start : start + ncols], reconstructions[start : start + ncols]]
+        for images in (originals, reconstructions):
+            row = images[start : start + ncols].detach().float().cpu()
+            rows.append(torch.cat([row, blank[len(row) :]]))
     return image_grid(torch.cat(rows), ncols)
 
 
@@ -237,23 +243,120 @@ def save_feature_reconstructions(
     (N, D); a feature whose points hug the diagonal is reconstructed well."""
     x = originals.detach().float().cpu().flatten(1).numpy()  # (N, D)
     r = reconstructions.detach().float().cpu().flatten(1).numpy()  # (N, D)
-    count = min(n_features, x.shape[1])
-    ncols = min(4, count)
-    nrows = math.ceil(count / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
-    for j, ax in enumerate(axes.flat):
-        if j >= count:
-            ax.axis("off")
-            continue
+    fig, panels, phrase = _feature_panels(x.shape[1], names, n_features)
+    for j, ax in panels:
         low, high = min(x[:, j].min(), r[:, j].min()), max(x[:, j].max(), r[:, j].max())
         ax.plot([low, high], [low, high], color="grey", linewidth=1, zorder=1)
         ax.scatter(x[:, j], r[:, j], s=6, alpha=0.5, zorder=2)
-        ax.set_title(names[j] if names and j < len(names) else f"feature {j}", fontsize=9)
         ax.set_xlabel("original", fontsize=8)
         ax.set_ylabel("reconstruction", fontsize=8)
+    fig.suptitle(f"Reconstructions of {len(x)} test rows, {phrase}")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _feature_panels(
+    count: int, names: Sequence[str] | None, n_features: int
+) -> tuple[plt.Figure, list[tuple[int, Any]], str]:
+    """A figure with one panel for each of the first `n_features` of `count` features: the
+    figure, (feature index, axes) pairs, and the "first 8 of 20 features" phrase."""
+    shown = min(n_features, count)
+    ncols = min(4, shown)
+    nrows = math.ceil(shown / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in list(axes.flat)[shown:]:
+        ax.axis("off")
+    panels = list(zip(range(shown), axes.flat))
+    for j, ax in panels:
+        ax.set_title(names[j] if names and j < len(names) else f"feature {j}", fontsize=9)
         ax.grid(alpha=0.3)
-    shown = f"first {count} of {x.shape[1]}" if count < x.shape[1] else f"all {count}"
-    fig.suptitle(f"Reconstructions of {len(x)} test rows, {shown} features")
+    phrase = f"first {shown} of {count} features" if shown < count else f"all {count} features"
+    return fig, panels, phrase
+
+
+def save_feature_distributions(
+    real: torch.Tensor,
+    samples: dict[str, torch.Tensor],
+    path: str | Path,
+    title: str,
+    names: Sequence[str] | None = None,
+    n_features: int = 8,
+) -> Path:
+    """Table rows (N, D): one panel per feature with its histogram in `real` (grey) and in
+    each set of `samples` (outlined), on shared bins: where generated rows fall per feature."""
+    real_np = real.detach().float().cpu().flatten(1).numpy()
+    fake = {k: v.detach().float().cpu().flatten(1).numpy() for k, v in samples.items()}
+    fig, panels, phrase = _feature_panels(real_np.shape[1], names, n_features)
+    for j, ax in panels:
+        values = np.concatenate([real_np[:, j], *(f[:, j] for f in fake.values())])
+        bins = np.linspace(values.min(), values.max() + 1e-9, 31)
+        ax.hist(real_np[:, j], bins=bins, density=True, color="lightgrey", label="test rows")
+        for name, rows in fake.items():
+            ax.hist(rows[:, j], bins=bins, density=True, histtype="step", linewidth=1.4, label=name)
+        ax.set_xlabel("value", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+    return save_figure(_finish_panels(fig, panels, f"{title}, {phrase}"), path)
+
+
+def _finish_panels(fig: plt.Figure, panels: list[tuple[int, Any]], title: str) -> plt.Figure:
+    """One legend for all panels, right of them (when there is more than one line)."""
+    handles, labels = panels[0][1].get_legend_handles_labels()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if len(labels) > 1:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return fig
+
+
+def save_feature_lines(
+    positions: Sequence[float],
+    curves: dict[str, torch.Tensor],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    names: Sequence[str] | None = None,
+    n_features: int = 8,
+    marks: dict[str, tuple[float, torch.Tensor]] | None = None,
+) -> Path:
+    """Decoded table rows along a path: one panel per feature, one line per curve (T, D)
+    against `positions` (T,); `marks` adds labelled points (position, row (D,)), such as
+    the two rows an interpolation starts and ends at."""
+    first = next(iter(curves.values()))
+    fig, panels, phrase = _feature_panels(first.shape[-1], names, n_features)
+    for j, ax in panels:
+        for label, values in curves.items():
+            ax.plot(positions, values[:, j].float().cpu().numpy(), marker=".", label=label)
+        for label, (where, row) in (marks or {}).items():
+            ax.scatter([where], [float(row[j])], color="black", zorder=3)
+            point = (where, float(row[j]))
+            ax.annotate(label, point, fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("decoded value", fontsize=8)
+    return save_figure(_finish_panels(fig, panels, f"{title}, {phrase}"), path)
+
+
+def save_feature_maps(
+    values: torch.Tensor,
+    x_values: Sequence[float],
+    y_values: Sequence[float],
+    path: str | Path,
+    title: str,
+    axis_names: tuple[str, str],
+    names: Sequence[str] | None = None,
+    n_features: int = 8,
+) -> Path:
+    """A decoded latent grid of table rows: one heat map per feature, `values` (G_y, G_x, D)
+    with rows from low to high y (drawn with high y at the top)."""
+    grid = values.detach().float().cpu().numpy()
+    fig, panels, phrase = _feature_panels(grid.shape[-1], names, n_features)
+    extent = (x_values[0], x_values[-1], y_values[0], y_values[-1])
+    for j, ax in panels:
+        image = ax.imshow(grid[..., j], origin="lower", extent=extent, aspect="auto")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xlabel(axis_names[0], fontsize=8)
+        ax.set_ylabel(axis_names[1], fontsize=8)
+        ax.grid(False)
+    fig.suptitle(f"{title}, {phrase}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -576,7 +576,7 @@ def test_compare_writes_the_table_json_and_figure(synth, tmp_path, monkeypatch):
     assert rows["vae"]["iwae_nll"] <= rows["vae"]["neg_elbo"] + 1.0
     for row in rows.values():
         assert row["reconstruction_mse"] > 0 and row["parameters"] > 0
-        assert row["sample_quality"]["n_generated"] == len(synth.test)
+        assert "128 real and 128 generated" in row["sample_quality"]["skipped"]  # too few
         assert 0 <= row["linear_probe"] <= 1
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| pca |" in table and "| vae |" in table and "Best reconstructions" in table

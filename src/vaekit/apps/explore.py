@@ -4,7 +4,11 @@ traversals and the KL carried by each latent dimension.
 The pure functions (`encode_means`, `kl_per_dim`, `latent_codes`, `manifold`,
 `interpolate`, `traverse`) take a model and tensors; the `save_*` functions take an
 `ExploreRun` (a run folder's model and test set) and write one picture each, so that the
-commands and the HTML report draw exactly the same pictures.
+commands and the HTML report draw exactly the same pictures. A table run (rows of
+features) gets per-feature plots where an image run gets image grids.
+
+Exploration writes beside what training wrote, never over it: TRAINING_PICTURES are the
+pictures `vaekit train` leaves in a run folder.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from vaekit.data.datasets import Dataset, DataSplits
 from vaekit.data.folder import read_image
 from vaekit.data.registry import load_data
 from vaekit.models import loading
-from vaekit.models.base import GaussianVAE, gaussian_kl
+from vaekit.models.base import GaussianVAE, gaussian_kl, label_args
 from vaekit.models.batched import encode_all
 from vaekit.models.loading import FixedLabel
 
@@ -37,6 +41,26 @@ PATHS = ("lerp", "slerp")
 DEFAULT_N, TSNE_DEFAULT_N = 5000, 2000  # test images in a latent plot
 MAX_TRAVERSE_ROWS = 16  # default rows of a traversal: the 16 dims carrying the most KL
 PRIOR_DRAWS = 20_000  # draws of a prior other than N(0, I) for its quantiles and medians
+TRAINING_PICTURES = frozenset(  # what training/pictures.py writes into a run folder
+    {
+        "samples.png",
+        "reconstructions.png",
+        "analogies.png",
+        "feature_reconstructions.png",
+        "latent.png",
+        "loss_curves.png",
+    }
+)
+
+
+def check_beside_training(output: str | Path, run_dir: str | Path) -> None:
+    """A ConfigError if `output` would overwrite a picture training wrote into `run_dir`."""
+    output, run_dir = Path(output), Path(run_dir)
+    if output.name in TRAINING_PICTURES and output.resolve().parent == run_dir.resolve():
+        raise ConfigError(
+            f"{output}: a picture training wrote; exploration writes beside it (choose "
+            "another -o or leave -o out)"
+        )
 
 
 # --- a run's model and data -------------------------------------------------------------
@@ -55,6 +79,16 @@ class ExploreRun:
     @property
     def name(self) -> str:
         return self.path.name if self.label is None else f"{self.path.name} (label {self.label})"
+
+    @property
+    def is_table(self) -> bool:
+        """Rows of features, drawn per feature rather than as images."""
+        return is_table_model(self.model)
+
+    @property
+    def columns(self) -> list[str] | None:
+        """A table's feature names (None: unnamed)."""
+        return self.config.data.columns if self.config is not None else None
 
 
 def open_run(
@@ -325,23 +359,37 @@ def load_image_file(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def resolve_input(spec: str, test: Dataset, option: str = "--from") -> tuple[torch.Tensor, str]:
-    """A test-set index ("17") or an image file path -> (image (C, H, W), short description)."""
+    """A test-set index ("17") or an image file path -> (image (C, H, W), short description).
+    A table takes indices only."""
     if re.fullmatch(r"-?\d+", spec.strip()):
         return pick_test_image(test, int(spec), option)
+    if test.kind != "image":
+        raise ConfigError(
+            f"{option} {spec}: a table run takes test-row indices (0..{len(test) - 1}), not files"
+        )
     return load_image_file(spec, test.shape), Path(spec).name
 
 
 def pick_test_image(test: Dataset, index: int, option: str = "--index") -> tuple[torch.Tensor, str]:
     """Test example `index` and its description ("test #17, label 3")."""
     if not 0 <= index < len(test):
+        what = "image" if test.kind == "image" else "row"
         raise ConfigError(
-            f"{option} {index}: no such test image (the test set has {len(test)}: 0..{len(test) - 1})"
+            f"{option} {index}: no such test {what} (the test set has {len(test)}: "
+            f"0..{len(test) - 1})"
         )
     label = "" if test.y is None else f", label {int(test.y[index])}"
     return test.x[index], f"test #{index}{label}"
 
 
 # --- pictures of a run ------------------------------------------------------------------
+def latent_method(model: nn.Module, method: str = "auto") -> str:
+    """What `method` means for the model's latent plot: z (drawn directly), pca or tsne."""
+    if method == "auto":
+        return "z" if model.latent_dim <= 2 else "tsne"
+    return method
+
+
 def save_latent(
     run: ExploreRun,
     output: str | Path,
@@ -352,7 +400,7 @@ def save_latent(
     """Scatter of test latents coloured by label (2-D directly, larger via PCA or t-SNE).
 
     `n` defaults to 5000 test images, 2000 when t-SNE is used (its cost grows faster)."""
-    tsne = method == "tsne" or (method == "auto" and run.model.latent_dim > 2)
+    tsne = latent_method(run.model, method) == "tsne"
     n = n or (TSNE_DEFAULT_N if tsne else DEFAULT_N)
     if tsne:
         count = min(n, len(run.test))
@@ -363,6 +411,50 @@ def save_latent(
     title = f"{run.name}: test latents (posterior means){how[codes.method]}, n={len(codes.points)}"
     plots.save_points(codes.points, codes.labels, output, title, codes.axis_names, run.classes)
     return codes
+
+
+def is_table_model(model: nn.Module) -> bool:
+    """Whether the model's examples are rows of features (D,) rather than images (C, H, W)."""
+    return len(model.shape) != 3
+
+
+@torch.no_grad()
+def save_samples(
+    model: nn.Module,
+    output: str | Path,
+    n: int = 64,
+    seed: int = 0,
+    test: Dataset | None = None,
+    columns: list[str] | None = None,
+) -> Path:
+    """n draws from the model's prior: an image grid; for a table model, each feature's
+    distribution in the samples against the `test` rows."""
+    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+    samples = model.sample(n, generator=generator)
+    if not is_table_model(model):
+        return plots.save_grid(samples, output)
+    title = f"{n} prior samples against {len(test)} test rows"
+    return plots.save_feature_distributions(test.x, {"samples": samples}, output, title, columns)
+
+
+@torch.no_grad()
+def save_reconstructions(
+    model: nn.Module,
+    test: Dataset,
+    output: str | Path,
+    n: int = 32,
+    columns: list[str] | None = None,
+) -> Path:
+    """The first n test examples and their reconstructions (conditional models get the
+    examples' labels): originals above reconstructions for images, each feature's original
+    against its reconstructed value for a table."""
+    device = _device(model)
+    originals = test.x[:n].to(device)
+    labels = label_args(model, None if test.y is None else test.y[:n], device)
+    reconstructions = model.reconstruct(originals, **labels)
+    if is_table_model(model):
+        return plots.save_feature_reconstructions(originals, reconstructions, output, columns)
+    return plots.save_reconstructions(originals, reconstructions, output)
 
 
 @dataclass
@@ -410,6 +502,9 @@ def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifo
     if run.model.latent_dim > len(dims):
         rest = " (others 0)" if not result.center.any() else " (others at their prior medians)"
     title = f"{run.name}: decoded latent grid, {grid} prior quantiles per axis{rest}"
+    if run.is_table:
+        save_table_manifold(run, result, output, title)
+        return result
     plots.save_image_figure(
         result.images,
         grid,
@@ -421,6 +516,22 @@ def save_manifold(run: ExploreRun, output: str | Path, grid: int = 20) -> Manifo
         ylabel=f"z[{dims[1]}]" if len(dims) == 2 else "",
     )
     return result
+
+
+def save_table_manifold(run: ExploreRun, result: Manifold, output: str | Path, title: str) -> None:
+    """A table's manifold: each feature's decoded value over the grid, as heat maps (one
+    latent dimension: lines along it)."""
+    values = result.values.tolist()
+    if len(result.dims) == 1:
+        curve = {f"z[{result.dims[0]}]": result.images}
+        plots.save_feature_lines(
+            values[0], curve, output, title, f"z[{result.dims[0]}]", run.columns
+        )
+        return
+    grid = len(values[0])  # images run from the highest y row down: flip to low-to-high
+    maps = result.images.reshape(grid, grid, -1).flip(0)
+    axes = (f"z[{result.dims[0]}]", f"z[{result.dims[1]}]")
+    plots.save_feature_maps(maps, values[0], values[1], output, title, axes, run.columns)
 
 
 def save_interpolation(
@@ -436,9 +547,15 @@ def save_interpolation(
     x_a, name_a = resolve_input(source, run.test, "--from")
     x_b, name_b = resolve_input(target, run.test, "--to")
     path = interpolate(run.model, x_a, x_b, steps, method)
-    strip = torch.cat([x_a[None], path, x_b[None]])
-    labels = ["A", *(f"{t:.2f}" for t in torch.linspace(0, 1, steps).tolist()), "B"]
     title = f"{run.name}: {method} from A ({name_a}) to B ({name_b}), {steps} decoded steps"
+    t = torch.linspace(0, 1, steps).tolist()
+    if run.is_table:  # no GIF: a row of features is not a picture
+        marks = {"A": (0.0, x_a), "B": (1.0, x_b)}
+        curve = {"decoded path": path}
+        plots.save_feature_lines(t, curve, output, title, "t", run.columns, marks=marks)
+        return path
+    strip = torch.cat([x_a[None], path, x_b[None]])
+    labels = ["A", *(f"{v:.2f}" for v in t), "B"]
     plots.save_image_figure(strip, len(strip), output, title, col_labels=labels, xlabel="t")
     if gif is not None:
         plots.save_gif(path, gif)
@@ -468,6 +585,12 @@ def save_traversal(
     images = traverse(run.model, x, dims, value_range, steps)
     rows = [scores.label(d) for d in dims]
     values = torch.linspace(-value_range, value_range, steps).tolist()
+    if run.is_table:  # one line per latent dimension in each feature's panel
+        curves = {row: images[i * steps : (i + 1) * steps] for i, row in enumerate(rows)}
+        title = f"{run.name}: latent traversal around {name}; one dim at a time, others fixed"
+        xlabel = "value of the varied dimension"
+        plots.save_feature_lines(values, curves, output, title, xlabel, run.columns)
+        return list(dims)
     cols = [f"{round(v, 6) + 0.0:+.1f}" for v in values]  # no "-0.0"
     title = f"{run.name}: latent traversal around {name}; one dim per row, others fixed"
     plots.save_image_figure(

@@ -27,6 +27,7 @@ from vaekit.core.files import atomic_write_text
 from vaekit.core.version import VERSION
 from vaekit.data.datasets import DataSplits
 from vaekit.evaluation.run import EVALUATION_FILE, read_evaluation
+from vaekit.training.pictures import TABLE_ROWS
 
 REPORT_FILE = "report.html"
 MIME = {".png": "image/png", ".gif": "image/gif"}
@@ -89,8 +90,8 @@ def write_report(
         pictures = draw_pictures(run, folder, history, Path(scratch), latent_n, seed)
         body = [
             header(run, config.to_dict()),
-            summary(history),
-            metrics_table(history),
+            summary(history, run.is_table),
+            metrics_table(history, run.is_table),
             evaluation_section(evaluation),
             *(figure_html(p) for p in pictures),
             config_section(config.to_dict()),
@@ -119,39 +120,41 @@ def draw_pictures(
     source, target = interpolation_pair(run.test)
     codes = explore.save_latent(run, scratch / "latent.png", "auto", latent_n, seed)
     grid = explore.save_manifold(run, scratch / "manifold.png", 20)
-    explore.save_interpolation(
-        run, scratch / "interp.png", source, target, STEPS, "lerp", gif=scratch / "interp.gif"
-    )
+    gif = None if run.is_table else scratch / "interp.gif"
+    explore.save_interpolation(run, scratch / "interp.png", source, target, STEPS, "lerp", gif=gif)
     dims = explore.save_traversal(run, scratch / "traversal.png", index=0)
     scores = explore.save_kl(run, scratch / "kl.png")
     how = {"z": "drawn directly", "pca": "projected by PCA", "tsne": "embedded by t-SNE"}
     axes = " and ".join(f"z[{d}]" for d in grid.dims)
+    noun = "row" if run.is_table else "image"
+    decoded = "each feature's value" if run.is_table else "images"
     return pictures + [
         Picture(
             "Latent space",
             scratch / "latent.png",
-            f"Posterior means of {len(codes.points)} test images, {how[codes.method]} and "
+            f"Posterior means of {len(codes.points)} test {noun}s, {how[codes.method]} and "
             "coloured by label. Well separated colours mean the code keeps the class.",
         ),
         Picture(
             "Manifold",
             scratch / "manifold.png",
-            f"Images decoded from a grid over {axes} (the most informative dimensions), "
-            + manifold_caption(run.model),
+            f"{decoded.capitalize()} decoded from a grid over {axes} (the most informative "
+            "dimensions), " + manifold_caption(run.model),
         ),
         Picture(
             "Interpolation",
             scratch / "interp.png",
-            f"Input A (test image {source}), {STEPS} images decoded along the straight line "
-            f"between the posterior means of A and B (test image {target}), then input B.",
+            f"Input A (test {noun} {source}), {STEPS} {noun}s decoded along the straight line "
+            f"between the posterior means of A and B (test {noun} {target}), then input B"
+            + (" (one panel per feature)." if run.is_table else "."),
         ),
-        Picture("Interpolation (animated)", scratch / "interp.gif", "The same path, looped."),
+        *([Picture("Interpolation (animated)", gif, "The same path, looped.")] if gif else []),
         Picture(
             "Latent traversal",
             scratch / "traversal.png",
-            f"Each row sets one latent dimension (of {len(dims)} shown, highest KL first) "
-            "from -3 to +3 while the others keep the code of test image 0: a dimension "
-            "that matters changes the image along its row.",
+            f"Each {'line' if run.is_table else 'row'} sets one latent dimension (of "
+            f"{len(dims)} shown, highest KL first) from -3 to +3 while the others keep the "
+            f"code of test {noun} 0: a dimension that matters changes the {noun} along it.",
         ),
         Picture("KL per dimension", scratch / "kl.png", kl_caption(scores, run.model)),
     ]
@@ -193,26 +196,58 @@ def kl_caption(scores: explore.DimensionScores, model: torch.nn.Module) -> str:
 def training_pictures(
     run: explore.ExploreRun, folder: RunFolder, history: list[dict[str, Any]], scratch: Path
 ) -> list[Picture | None]:
-    """Loss curves, samples and reconstructions: the run's own files, drawn here if missing."""
-    model, x = run.model, run.test.x[:32].to(next(run.model.parameters()).device)
+    """Loss curves, samples and reconstructions: the run's own files, drawn here if missing
+    (a table's as per-feature plots)."""
+    model, test = run.model, run.test
     n_samples = folder.load_config().n_samples
-    generator = torch.Generator(device=x.device).manual_seed(0)
     draw: dict[str, Callable[[Path], Any]] = {
-        "samples.png": lambda p: plots.save_grid(model.sample(n_samples, generator=generator), p),
-        "reconstructions.png": lambda p: plots.save_reconstructions(x, model.reconstruct(x), p),
+        "samples.png": lambda p: explore.save_samples(model, p, n_samples, 0, test, run.columns),
+        "reconstructions.png": lambda p: explore.save_reconstructions(model, test, p, 32),
+        "feature_reconstructions.png": lambda p: explore.save_reconstructions(
+            model, test, p, TABLE_ROWS, run.columns
+        ),
     }
     if history:
         draw["loss_curves.png"] = lambda p: plots.save_loss_curves(history, p)
     if model.has_analogies:  # semi-supervised models: style x content
+        x = test.x[:10].to(next(model.parameters()).device)
         draw["analogies.png"] = lambda p: plots.save_analogies(
-            x[:10], model.analogies(x[:10]), p, run.classes
+            x, model.analogies(x), p, run.classes
         )
-    captions = {
-        "loss_curves.png": (
-            "Loss curves",
-            "-ELBO, reconstruction and KL terms per epoch on the training and test sets, in "
-            "nats per example (lower is better).",
-        ),
+    pictures: list[Picture | None] = []
+    for name, (title, caption) in picture_captions(run, n_samples).items():
+        path = folder.file(name)
+        if not path.is_file():
+            if name not in draw:
+                continue
+            path = draw[name](scratch / name)
+        pictures.append(Picture(title, path, caption))
+    return pictures
+
+
+def picture_captions(run: explore.ExploreRun, n_samples: int) -> dict[str, tuple[str, str]]:
+    """File name -> (title, caption) of the training pictures a run of this kind has."""
+    loss = (
+        "Loss curves",
+        "-ELBO, reconstruction and KL terms per epoch on the training and test sets, in "
+        "nats per example (lower is better).",
+    )
+    if run.is_table:
+        return {
+            "loss_curves.png": loss,
+            "samples.png": (
+                "Samples",
+                f"Each feature's distribution in {n_samples} rows decoded from draws of the "
+                f"prior (likelihood means), against the {len(run.test)} test rows.",
+            ),
+            "feature_reconstructions.png": (
+                "Reconstructions",
+                "Each feature of the test rows (horizontal) against its reconstruction from "
+                "the posterior mean (vertical); the diagonal is a perfect reconstruction.",
+            ),
+        }
+    return {
+        "loss_curves.png": loss,
         "samples.png": (
             "Samples",
             f"{n_samples} images decoded from draws z ~ N(0, I) of the prior (likelihood means).",
@@ -229,15 +264,6 @@ def training_pictures(
             "digit in the row's style (Kingma et al. 2014, figure 1).",
         ),
     }
-    pictures: list[Picture | None] = []
-    for name, (title, caption) in captions.items():
-        path = folder.file(name)
-        if not path.is_file():
-            if name not in draw:
-                continue
-            path = draw[name](scratch / name)
-        pictures.append(Picture(title, path, caption))
-    return pictures
 
 
 def interpolation_pair(test) -> tuple[str, str]:
@@ -301,15 +327,23 @@ def header(run: explore.ExploreRun, config: dict[str, Any]) -> str:
     )
 
 
-def summary(history: list[dict[str, Any]]) -> str:
+def summary(history: list[dict[str, Any]], table_run: bool = False) -> str:
+    """The final epoch's headline numbers, each with its unit (no bits/dim for a table)."""
     if not history:
         return "<p>No completed epochs: metrics.jsonl is empty.</p>"
     final = history[-1]
     warning = final.get("warning")
+    if "test_neg_elbo" not in final:  # autoencoder, PCA: no ELBO
+        unit = "per feature" if table_run else "per pixel on [0,1] intensities"
+        return (
+            f"<p>After {final['epoch']} epochs: test reconstruction MSE "
+            f"<b>{final['test_mse']:.5f}</b> {unit} (the model has no ELBO).</p>"
+        )
+    bits = "" if table_run else f", {final['test_bits_per_dim']:.4f} bits/dim"
     text = (
         f"<p>After {final['epoch']} epochs: test -ELBO <b>{final['test_neg_elbo']:.2f}</b> nats "
-        f"per example (reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}), "
-        f"{final['test_bits_per_dim']:.4f} bits/dim, {final['active_units']} active units.</p>"
+        f"per example (reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f} "
+        f"nats){bits}, {final['active_units']} active units (latent dimensions).</p>"
     )
     return text + (f'<p class="warning">warning: {esc(warning)}</p>' if warning else "")
 
@@ -327,10 +361,13 @@ def key_value_table(items: dict[str, Any]) -> str:
     return f"<table><tbody>{rows}</tbody></table>"
 
 
-def metrics_table(history: list[dict[str, Any]]) -> str:
+def metrics_table(history: list[dict[str, Any]], table_run: bool = False) -> str:
+    """One row per epoch (bits/dim only for images)."""
     if not history:
         return ""
     columns = [(key, name) for key, name in EPOCH_COLUMNS if key in history[0]]
+    if table_run:
+        columns = [(key, name) for key, name in columns if key != "test_bits_per_dim"]
     rows = [[fmt(row.get(key, "")) for key, _ in columns] for row in history]
     return (
         "<section><h2>Metrics per epoch</h2><p>Test-set values in nats per example "

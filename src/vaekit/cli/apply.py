@@ -9,6 +9,7 @@ from pathlib import Path
 from vaekit.cli.args import (
     add_device_argument,
     add_run_argument,
+    file_times,
     sample_count,
     seed,
     unit_fraction,
@@ -91,6 +92,7 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
 def cmd_anomaly(args: argparse.Namespace) -> int:
     from vaekit.apps.anomaly import detect_anomalies
 
+    before = file_times(args.run)  # calibrating writes the threshold and scores in RUN
     report = detect_anomalies(
         args.run,
         args.data,
@@ -128,7 +130,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         )
     else:
         print(f"no AUROC: {metrics['skipped']}")
-    return wrote(report["files"])
+    calibration = [p for p, t in file_times(args.run).items() if before.get(p) != t]
+    return wrote(list(dict.fromkeys(report["files"] + [str(p) for p in calibration])))
 
 
 def add_denoise(sub: argparse._SubParsersAction) -> None:

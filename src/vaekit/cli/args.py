@@ -85,6 +85,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def open_unit_float(text: str) -> float:
+    """A number strictly between 0 and 1 (a factor that shrinks something)."""
+    value = finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
@@ -151,6 +159,15 @@ def check_png(path: Path) -> None:
         raise ConfigError(f"{path}: output must be a .png file")
 
 
+def check_output(path: Path, run: Path) -> None:
+    """An exploration command's PNG output: a .png that is not one of the pictures training
+    wrote into the run folder (exploration writes beside them)."""
+    from vaekit.apps.explore import check_beside_training
+
+    check_png(path)
+    check_beside_training(path, run)
+
+
 DEVICE_HELP = "cpu (default), cuda, cuda:N"
 
 
@@ -174,6 +191,26 @@ def add_quality_samples_argument(p: argparse.ArgumentParser, flag: str, default:
         metavar="N",
         help=f"generated images for sample quality (default: as many as {default}, <= 10000)",
     )
+
+
+def file_times(folder: Path) -> dict[Path, int]:
+    """The files directly in `folder` and their modification times (ns): compared before and
+    after a command, they tell which files it wrote there."""
+    if not folder.is_dir():
+        return {}
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def written_since(folder: Path, since: float) -> list[str]:
+    """Names of the entries of `folder` written at `since` (time.time()) or later, sorted; a
+    sub-folder ("tensorboard/") when any file in it was. One second of slack: file times
+    come from a coarser clock than time.time()."""
+    names = []
+    for entry in sorted(folder.iterdir()):
+        files = [p for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else [entry]
+        if any(p.stat().st_mtime >= since - 1.0 for p in files):
+            names.append(f"{entry.name}/" if entry.is_dir() else entry.name)
+    return names
 
 
 def wrote(paths: list) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.args import add_quality_samples_argument, non_negative_int
+from vaekit.cli.args import add_quality_samples_argument, non_negative_int, wrote
 from vaekit.cli.train import add_config_arguments, build_train_config
 from vaekit.core.errors import ConfigError
 
@@ -59,7 +59,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print((args.out / "comparison.md").read_text(), end="")
-    print(
-        f"wrote {args.out}/comparison.md, comparison.json, comparison.png ({report['seconds_total']:.0f} s)"
-    )
-    return 0
+    print(f"compared {len(names)} models in {report['seconds_total']:.0f} s")
+    return wrote(report["files"] + report["trained_runs"])

@@ -9,13 +9,14 @@ from vaekit.cli.args import (
     add_device_argument,
     add_output_argument,
     add_run_argument,
-    check_png,
+    check_output,
     comma_ints,
     grid_side,
     positive_float,
     positive_int,
     seed,
     step_count,
+    wrote,
 )
 
 
@@ -33,7 +34,7 @@ def _common(p: argparse.ArgumentParser, default_name: str) -> None:
 
 def _output(args: argparse.Namespace, default_name: str) -> Path:
     output = args.output or args.run / default_name
-    check_png(output)
+    check_output(output, args.run)
     return output
 
 
@@ -51,7 +52,7 @@ def add_latent(sub: argparse._SubParsersAction) -> None:
         description="Encode test images and plot their posterior means coloured by label: "
         "2-D latents directly, larger ones through PCA or t-SNE of a random subsample.",
     )
-    _common(p, "latent.png")
+    _common(p, "latent-METHOD.png, beside training's latent.png")
     p.add_argument(
         "--method",
         choices=["auto", "pca", "tsne"],
@@ -68,12 +69,13 @@ def add_latent(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_latent(args: argparse.Namespace) -> int:
-    from vaekit.apps.explore import save_latent
+    from vaekit.apps.explore import latent_method, save_latent
 
-    output = _output(args, "latent.png")
-    codes = save_latent(_open(args), output, args.method, args.n, args.seed)
-    print(f"{len(codes.points)} test latents ({codes.method}); wrote {output}")
-    return 0
+    run = _open(args)
+    output = _output(args, f"latent-{latent_method(run.model, args.method)}.png")
+    codes = save_latent(run, output, args.method, args.n, args.seed)
+    print(f"{len(codes.points)} test latents ({codes.method})")
+    return wrote([output])
 
 
 # --- manifold ---------------------------------------------------------------------------
@@ -96,8 +98,8 @@ def cmd_manifold(args: argparse.Namespace) -> int:
     output = _output(args, "manifold.png")
     result = save_manifold(_open(args), output, args.grid)
     dims = ", ".join(f"z[{d}]" for d in result.dims)
-    print(f"{len(result.images)} images over {dims}; wrote {output}")
-    return 0
+    print(f"{len(result.images)} decoded points over {dims}")
+    return wrote([output])
 
 
 # --- interpolate ------------------------------------------------------------------------
@@ -107,7 +109,8 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
         help="decode the path between two inputs' latent codes",
         description="Encode A and B (test-set indices or image files of the model's size), "
         "decode STEPS codes on the path between their posterior means, and write a strip "
-        "(A, the path, B) and an animated GIF beside it.",
+        "(A, the path, B) and an animated GIF beside it (a table: each feature along the "
+        "path, no GIF).",
     )
     _common(p, "interpolation.png")
     p.add_argument("--from", dest="source", required=True, metavar="A", help="index or image")
@@ -123,12 +126,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaekit.apps.explore import save_interpolation
 
     output = _output(args, "interpolation.png")
-    gif = output.with_suffix(".gif")
-    save_interpolation(
-        _open(args), output, args.source, args.target, args.steps, args.method, gif=gif
-    )
-    print(f"wrote {output} and {gif}")
-    return 0
+    run = _open(args)
+    gif = None if run.is_table else output.with_suffix(".gif")  # a table's path is no film
+    save_interpolation(run, output, args.source, args.target, args.steps, args.method, gif=gif)
+    return wrote([output] + ([gif] if gif else []))
 
 
 # --- traverse ---------------------------------------------------------------------------
@@ -163,8 +164,8 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
     output = _output(args, "traversal.png")
     dims = save_traversal(_open(args), output, args.index, args.dims, args.range, args.steps)
-    print(f"traversed {len(dims)} dims ({', '.join(map(str, dims))}); wrote {output}")
-    return 0
+    print(f"traversed {len(dims)} dims ({', '.join(map(str, dims))})")
+    return wrote([output])
 
 
 # --- report -----------------------------------------------------------------------------
@@ -185,8 +186,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from vaekit.apps.report import write_report
 
-    print(f"wrote {write_report(args.run, args.output, device=args.device)}")
-    return 0
+    return wrote([write_report(args.run, args.output, device=args.device)])
 
 
 COMMANDS = [add_latent, add_manifold, add_interpolate, add_traverse, add_report]

@@ -11,7 +11,7 @@ from vaekit.cli.args import (
     add_device_argument,
     add_output_argument,
     add_run_argument,
-    check_png,
+    check_output,
     image_count,
     seed,
 )
@@ -41,17 +41,21 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from vaekit import plots
-    from vaekit.models.loading import load
+    from vaekit.apps.explore import is_table_model, save_samples
+    from vaekit.data import load_data
+    from vaekit.models.loading import open_run
 
-    model = load(args.run, device=args.device)
+    run = open_run(args.run, device=args.device)
+    model = run.model
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.label is not None:
         return sample_by_label(model, args, generator)
     output = args.output or args.run / f"samples-{args.n}.png"
-    check_png(output)
-    plots.save_grid(model.sample(args.n, generator=generator), output)
+    check_output(output, args.run)
+    table = is_table_model(model)  # a table's samples are compared with its test rows
+    test = load_data(run.config.data).test if table else None
+    save_samples(model, output, args.n, args.seed, test, run.config.data.columns)
     print(f"wrote {output}")
     return 0
 
@@ -67,7 +71,7 @@ def sample_by_label(model, args: argparse.Namespace, generator) -> int:
         raise ConfigError(f"{args.run}: --label needs a conditional model (cvae run)")
     if args.label == "all":
         output = args.output or args.run / f"samples-by-class-{args.n}.png"
-        check_png(output)
+        check_output(output, args.run)
         images, _ = model.class_grid(args.n, generator)
         rows = [str(k) for k in range(model.n_classes)]
         title = f"{args.n} prior samples per class (rows: label y)"
@@ -80,7 +84,7 @@ def sample_by_label(model, args: argparse.Namespace, generator) -> int:
                 f"--label must be a class number or 'all', got {args.label!r}"
             ) from None
         output = args.output or args.run / f"samples-label{label}-{args.n}.png"
-        check_png(output)
+        check_output(output, args.run)
         labels = torch.full((args.n,), label, device=next(model.parameters()).device)
         plots.save_grid(model.sample(args.n, generator=generator, y=labels), output)
     print(f"wrote {output}")
@@ -92,35 +96,40 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
         "reconstruct",
         help="reconstruct test images with a trained run",
         description="Encode test images, decode their posterior means, and "
-        "write originals above reconstructions; prints the reconstruction error.",
+        "write originals above reconstructions (a table: each feature's original against "
+        "its reconstructed value); prints the reconstruction error.",
     )
     add_run_argument(p)
     p.add_argument("-n", type=image_count, default=32, help="images in the picture (default 32)")
-    add_output_argument(p, "PNG file (default RUN/reconstructions.png)")
+    add_output_argument(
+        p,
+        "PNG file (default RUN/reconstructions-N.png, a table's "
+        "RUN/feature_reconstructions-N.png: beside training's own picture)",
+    )
     add_device_argument(p, help=None)
     p.set_defaults(run_command=cmd_reconstruct)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    from vaekit import plots
+    from vaekit.apps.explore import is_table_model, save_reconstructions
     from vaekit.data import load_data
     from vaekit.evaluation.metrics import reconstruction_mse
-    from vaekit.models import label_args
     from vaekit.models.loading import open_run
 
     run = open_run(args.run, device=args.device)
     model = run.model
-    device = next(model.parameters()).device
+    table = is_table_model(model)
     test = load_data(run.config.data).test
-    output = args.output or args.run / "reconstructions.png"
-    check_png(output)
-    originals = test.x[: args.n].to(device)
-    labels = label_args(model, None if test.y is None else test.y[: args.n], device)
-    plots.save_reconstructions(originals, model.reconstruct(originals, **labels), output)
+    name = "feature_reconstructions" if table else "reconstructions"
+    output = args.output or args.run / f"{name}-{args.n}.png"
+    check_output(output, args.run)
+    save_reconstructions(model, test, output, args.n, run.config.data.columns)
     mse = reconstruction_mse(model, test)
-    with torch.no_grad():
+    if table:
+        print(
+            f"reconstruction MSE {mse:.5f} per feature, in the data's units ({len(test)} test rows)"
+        )
+    else:
         print(
             f"reconstruction MSE {mse:.5f} per pixel on [0,1] intensities ({len(test)} test images)"
         )
@@ -151,7 +160,9 @@ def run_summary(path: Path) -> dict[str, Any]:
         "preset": config.preset,
         "dataset": config.data.name,
         "model": f"{config.model.name} ({config.model.arch} {config.model.hidden}, z={config.model.latent_dim})",
+        "latent_dim": model.latent_dim,
         "likelihood": config.model.likelihood,
+        "kind": "table" if len(model.shape) != 3 else "image",
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs_done": metrics[-1]["epoch"] if metrics else 0,
         "epochs_planned": config.train.epochs,
@@ -168,8 +179,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    for key in ("run", "preset", "dataset", "model", "likelihood", "parameters"):
+    for key in ("run", "preset", "dataset", "model", "likelihood"):
         print(f"{key:12} {summary[key]}")
+    print(f"{'parameters':12} {summary['parameters']:,} numbers")
     print(f"{'epochs':12} {summary['epochs_done']}/{summary['epochs_planned']}")
     if summary["train_seconds"] is not None:
         budget = summary["time_budget_seconds"]
@@ -177,20 +189,22 @@ def cmd_info(args: argparse.Namespace) -> int:
         stopped = f" ({summary['stopped']})" if summary["stopped"] else ""
         print(f"{'training':12} {summary['train_seconds'] / 60:.1f} minutes{of}{stopped}")
     final = summary["final"]
+    image = summary["kind"] == "image"
+    nats = "nats/image" if image else "nats/example"
     if final and final.get("best"):
         print(
             f"{'kept':12} weights of epoch {final['epoch']} (best validation -ELBO "
-            f"{final['valid_neg_elbo']:.2f} nats/image)"
+            f"{final['valid_neg_elbo']:.2f} {nats})"
         )
     if final and "test_neg_elbo" not in final:  # autoencoder, PCA: no ELBO
-        print(
-            f"{'test MSE':12} {final['test_mse']:.5f} per pixel (reconstruction, [0,1] intensities)"
-        )
+        unit = "per pixel (reconstruction, [0,1] intensities)" if image else "per feature"
+        print(f"{'test MSE':12} {final['test_mse']:.5f} {unit}")
     elif final:
+        bits = f", {final['test_bits_per_dim']:.4f} bits/dim" if image else ""
         print(
-            f"{'test -ELBO':12} {final['test_neg_elbo']:.2f} nats/image (recon {final['test_recon']:.2f},"
-            f" KL {final['test_kl']:.2f}), {final['test_bits_per_dim']:.4f} bits/dim,"
-            f" active units {final['active_units']}"
+            f"{'test -ELBO':12} {final['test_neg_elbo']:.2f} {nats} (recon "
+            f"{final['test_recon']:.2f}, KL {final['test_kl']:.2f}){bits}, active units "
+            f"{final['active_units']}/{summary['latent_dim']} latent dims"
         )
         if "warning" in final:
             print(f"{'warning':12} {final['warning']}")

@@ -11,6 +11,15 @@ test images are mapped to the classifier's 128-dimensional penultimate layer; th
   union of balls around each real feature reaching its k-th nearest real neighbour),
   recall the share of real images inside the generated manifold (Kynkaanniemi et al. 2019).
 
+The same three numbers are also measured in a fixed space that no training can bend: the
+first principal components of the real training images' pixels (`pixel_pca`), so a verdict
+can be checked in two feature spaces.
+
+The numbers are withheld, with one line saying why (`quality_withheld`), when the
+classifier's features cannot be trusted (its test accuracy is not at least halfway from
+the majority-class rate to 100%) or when there are fewer than MIN_QUALITY_SAMPLES real or
+generated images (no full-rank covariance of 128 features, no meaningful k-NN radii).
+
 These values compare vaekit runs with each other on the same dataset; they are not the
 Inception-network FIDs that papers quote.
 """
@@ -41,6 +50,12 @@ CLASSIFIER_VERSION = 1  # bump when the network or its training changes: old cac
 CLASSIFIER_EPOCHS = 2
 PR_NEIGHBOURS = 3  # k of the k-NN radii in precision/recall (Kynkaanniemi et al. 2019)
 DISTANCE_ROWS = 1024  # rows of the pairwise-distance blocks (bounded memory)
+# fewer images than twice the feature dimensions give a rank-deficient covariance (the
+# Frechet distance of 20 images is noise) and k-NN radii that cover everything
+MIN_QUALITY_SAMPLES = 2 * FEATURE_DIM
+CLASSIFIER_MARGIN = 0.5  # trusted: accuracy >= majority + CLASSIFIER_MARGIN * (1 - majority)
+PCA_COMPONENTS = 64  # dimensions of the pixel-PCA feature space
+PCA_ROWS = 2000  # training images the principal components are fitted on (the first ones)
 
 
 class FeatureNet(nn.Module):
@@ -112,8 +127,11 @@ def feature_classifier(
     for part in (splits.train, splits.test):
         if part.y is None:
             raise DataError(f"{part.name}: no labels to train the feature classifier on")
+    if len(splits.shape) != 3:
+        raise DataError(f"{splits.name}: the feature classifier is a CNN; it needs images")
     fingerprint = data_fingerprint(splits)
     path = classifier_path(splits.name, binary, fingerprint, folder)
+    majority = {"majority_rate": majority_rate(splits.test.y)}  # what chance scores
     n_classes = int(max(splits.train.y.max(), splits.test.y.max())) + 1
     net = FeatureNet(splits.shape, n_classes)
     if path.exists():
@@ -121,7 +139,7 @@ def feature_classifier(
             tensors, info = load_tensors(path)
             net.load_state_dict(tensors)
             if info.get("fingerprint") == fingerprint:
-                return FeatureClassifier(net.eval(), {**info, "path": str(path)})
+                return FeatureClassifier(net.eval(), {**info, **majority, "path": str(path)})
         except (RunError, RuntimeError):
             pass  # a damaged cache entry: train again and replace it
         if progress:
@@ -140,7 +158,7 @@ def feature_classifier(
         "version": CLASSIFIER_VERSION,
     }
     save_tensors(path, net.state_dict(), info)
-    return FeatureClassifier(net.eval(), {**info, "path": str(path)})
+    return FeatureClassifier(net.eval(), {**info, **majority, "path": str(path)})
 
 
 def train_classifier(
@@ -170,6 +188,49 @@ def train_classifier(
     net.eval()
     test = binarize_fixed(splits.test, seed) if binary else splits.test
     return classifier_accuracy(net, test)
+
+
+def majority_rate(labels: torch.Tensor) -> float:
+    """Share of the most common label: the accuracy of always guessing it."""
+    labels = labels[labels >= 0]
+    return float(torch.bincount(labels).max()) / len(labels) if len(labels) else 0.0
+
+
+def trusted_accuracy(majority: float) -> float:
+    """The least test accuracy whose features are trusted: halfway from the majority-class
+    rate to 100% (55.7% on MNIST, whose majority class is 11.35%)."""
+    return majority + CLASSIFIER_MARGIN * (1 - majority)
+
+
+def too_few(n_real: int, n_generated: int) -> str | None:
+    """Why `n_real` real and `n_generated` generated images are too few, or None."""
+    if min(n_real, n_generated) >= MIN_QUALITY_SAMPLES:
+        return None
+    return (
+        f"{n_real} real and {n_generated} generated images; the {FEATURE_DIM}-d "
+        f"covariance and k-NN radii need at least {MIN_QUALITY_SAMPLES} of each"
+    )
+
+
+def quality_withheld(info: dict[str, Any], n_real: int, n_generated: int) -> str | None:
+    """One line saying why sample quality measured with the classifier `info` describes
+    cannot be trusted (too few images, or a classifier no better than guessing), or None."""
+    short = too_few(n_real, n_generated)
+    if short:
+        return short
+    accuracy, majority = info["test_accuracy"], info["majority_rate"]
+    if info["n_test"] < MIN_QUALITY_SAMPLES:
+        return (
+            f"the feature classifier's accuracy comes from {info['n_test']} test "
+            f"images; trusting its features needs at least {MIN_QUALITY_SAMPLES}"
+        )
+    if accuracy < trusted_accuracy(majority):
+        return (
+            f"the feature classifier scores {accuracy:.1%} on {info['n_test']} test "
+            f"images, below {trusted_accuracy(majority):.1%} (halfway from the majority-class "
+            f"rate {majority:.1%} to 100%): its features do not tell the classes apart"
+        )
+    return None
 
 
 @torch.no_grad()
@@ -231,6 +292,49 @@ def precision_recall(
     return precision, recall
 
 
+# --- a fixed second feature space: pixel PCA -------------------------------------------
+@dataclass
+class PixelPCA:
+    """The first principal components of real training images' pixels: a feature space
+    fixed by the data alone, to check what the classifier's features say."""
+
+    mean: torch.Tensor  # (D,) float64
+    components: torch.Tensor  # (K, D) float64, orthonormal rows
+    info: dict[str, Any]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Examples (N, ...) -> their coordinates (N, K) on the components, float64."""
+        return (x.flatten(1).double() - self.mean) @ self.components.T
+
+
+def pixel_pca(train: Dataset, components: int = PCA_COMPONENTS, rows: int = PCA_ROWS) -> PixelPCA:
+    """PCA of the first `rows` training images' pixels, exact and deterministic (float64):
+    the eigenvectors of the smaller of the D x D covariance and the N x N Gram matrix."""
+    x = train.x[:rows].flatten(1).double()
+    mean = x.mean(0)
+    centred = x - mean
+    count = min(components, *centred.shape)
+    if centred.shape[1] <= centred.shape[0]:
+        _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+        axes = vectors[:, -count:].flip(1).T
+    else:  # more pixels than images: v = X^T u / |X^T u| for the Gram matrix's u
+        _, vectors = torch.linalg.eigh(centred @ centred.T)
+        axes = (centred.T @ vectors[:, -count:].flip(1)).T
+        axes = axes / axes.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    info = {"components": count, "n_fit": len(x), "dataset": train.name}
+    return PixelPCA(mean, axes.contiguous(), info)
+
+
+def distances(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """Frechet distance, precision and recall of feature sets `fake` against `real`."""
+    precision, recall = precision_recall(real, fake)
+    return {
+        "frechet_distance": frechet_distance(real, fake),
+        "precision": precision,
+        "recall": recall,
+    }
+
+
 # --- a model's samples ----------------------------------------------------------------
 @torch.no_grad()
 def generate(
@@ -248,6 +352,15 @@ def generate(
     return torch.cat(parts)
 
 
+CLASSIFIER_KEYS = ("dataset", "binary", "test_accuracy", "majority_rate", "n_test")
+
+
+def classifier_summary(classifier: FeatureClassifier) -> dict[str, Any]:
+    """What a report says about the feature classifier."""
+    keys = (*CLASSIFIER_KEYS, "feature_dim", "path")
+    return {key: classifier.info[key] for key in keys}
+
+
 def sample_quality(
     model: nn.Module,
     real: Dataset,
@@ -255,21 +368,24 @@ def sample_quality(
     n_samples: int,
     binary: bool = False,
     seed: int = 0,
+    pca: PixelPCA | None = None,
 ) -> dict[str, Any]:
-    """Frechet distance, precision and recall of n_samples generated images against `real`."""
-    fake_features = classifier.features(generate(model, n_samples, binary, seed))
-    real_features = classifier.features(real.x)
-    precision, recall = precision_recall(real_features, fake_features)
-    return {
-        "frechet_distance": frechet_distance(real_features, fake_features),
-        "precision": precision,
-        "recall": recall,
+    """Frechet distance, precision and recall of n_samples generated images against `real`
+    in the classifier's features, and in `pca`'s (under "pixel_pca") when given; or
+    {"skipped": why} when `quality_withheld` finds them untrustworthy."""
+    summary = classifier_summary(classifier)
+    reason = quality_withheld(summary, len(real), n_samples)
+    if reason:
+        return {"skipped": reason, "classifier": summary}
+    generated = generate(model, n_samples, binary, seed)
+    report = distances(classifier.features(real.x), classifier.features(generated))
+    report |= {
         "n_generated": n_samples,
         "n_real": len(real),
         "neighbours": PR_NEIGHBOURS,
         "generated": "Bernoulli draws from p(x|z)" if binary else "means of p(x|z)",
-        "classifier": {
-            key: classifier.info[key]
-            for key in ("dataset", "binary", "test_accuracy", "n_test", "feature_dim", "path")
-        },
+        "classifier": summary,
     }
+    if pca is not None:
+        report["pixel_pca"] = distances(pca.features(real.x), pca.features(generated)) | pca.info
+    return report
