@@ -31,6 +31,15 @@ import torch
 
 from vaekit.config.schema import DataConfig
 from vaekit.core.errors import DataError
+from vaekit.data.cache import (
+    SinkFactory,
+    cached_array,
+    check_cache_mode,
+    chunk_rows,
+    file_record,
+    row_chunks,
+    wants_cache,
+)
 from vaekit.data.datasets import Dataset, DataSplits, as_float, channels_first, kind_of
 from vaekit.data.limits import check_fits_memory, declared_bytes
 from vaekit.data.registry import dataset_for_path, register_dataset
@@ -63,10 +72,12 @@ class Items:
         return kind_of(self.storage)
 
     def subset(self, index: torch.Tensor) -> Items:
-        """The examples at `index` (in that order), without a split of their own."""
-        y = None if self.y is None else self.y[index]
+        """The examples at `index` (in that order), without a split of their own; a run of
+        consecutive rows is a view of the storage, not a copy (memory-mapped data)."""
+        rows = as_slice(index)
+        y = None if self.y is None else self.y[rows]
         ids = [self.ids[i] for i in index.tolist()]
-        return Items(self.storage[index], y, ids, self.classes, self.source)
+        return Items(self.storage[rows], y, ids, self.classes, self.source)
 
     def label_names(self) -> list[str] | None:
         """Each example's label as text (its class name where there are names)."""
@@ -79,24 +90,54 @@ class Items:
         return Dataset(self.storage, self.y, name, self.kind)
 
 
+def as_slice(index: torch.Tensor) -> slice | torch.Tensor:
+    """`index` as a slice where it is a run of consecutive rows (indexing by a slice is a
+    view), else unchanged."""
+    if len(index) == 0:
+        return index
+    start = int(index[0])
+    if torch.equal(index, torch.arange(start, start + len(index))):
+        return slice(start, start + len(index))
+    return index
+
+
 Reader = Callable[[DataConfig], Items]
+UNIT_RANGE_LIKELIHOODS = ("bernoulli", "discretized-logistic")  # need data in [0, 1]
 READERS: dict[str, Reader] = {}  # dataset name -> reads every example of config.path
+
+
+def held_out_mask(
+    n: int, own: torch.Tensor | None, config: DataConfig, source: str
+) -> torch.Tensor:
+    """bool (n,): the data's `own` test split, else a seeded random one (`test_fraction`,
+    `split_seed`)."""
+    if own is not None:
+        return own
+    if n < 2:
+        raise DataError(f"{source}: needs at least 2 examples to split off a test set")
+    n_test = min(n - 1, max(1, round(n * config.test_fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.split_seed))
+    test = torch.zeros(n, dtype=torch.bool)
+    test[order[:n_test]] = True
+    return test
 
 
 def split_indices(items: Items, config: DataConfig) -> dict[str, torch.Tensor]:
     """{"train": index, "test": index}: the data's own split, else a seeded random one."""
-    n = len(items.storage)
-    if items.test_mask is not None:
-        test = items.test_mask
-    else:
-        if n < 2:
-            raise DataError(f"{items.source}: needs at least 2 examples to split off a test set")
-        n_test = min(n - 1, max(1, round(n * config.test_fraction)))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.split_seed))
-        test = torch.zeros(n, dtype=torch.bool)
-        test[order[:n_test]] = True
-    index = torch.arange(n)
+    test = held_out_mask(len(items.storage), items.test_mask, config, items.source)
+    index = torch.arange(len(test))
     return {"train": index[~test], "test": index[test]}
+
+
+def split_order(
+    n: int, own: torch.Tensor | None, config: DataConfig, source: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, test mask): the n examples' order with the training split first and the test
+    split after it (each in file order), and the test mask of the examples in that order.
+    Data stored in this order splits into two contiguous slices (the cache, data/cache.py)."""
+    test = held_out_mask(n, own, config, source)
+    order = torch.cat([torch.nonzero(~test).flatten(), torch.nonzero(test).flatten()])
+    return order, test[order]
 
 
 def split_items(items: Items, config: DataConfig, name: str) -> DataSplits:
@@ -136,8 +177,9 @@ def items_for_path(path: str | Path, config: DataConfig) -> Items:
 
 
 def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None:
-    """The Bernoulli likelihood needs values in [0, 1]: a DataError otherwise."""
-    if likelihood != "bernoulli" or x.dtype == torch.uint8:  # 8-bit pixels mean x / 255
+    """The Bernoulli and discretised logistic likelihoods need values in [0, 1]: a
+    DataError otherwise."""
+    if likelihood not in UNIT_RANGE_LIKELIHOODS or x.dtype == torch.uint8:  # 8-bit: x / 255
         return
     low, high = torch.aminmax(x)
     if low < 0 or high > 1:
@@ -145,7 +187,7 @@ def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None
         if low >= 0 and high <= 255:  # the commonest slip: 8-bit pixel values as floats
             advice = "pixel values 0-255? divide by 255, or store them as uint8"
         raise DataError(
-            f"{source}: values range from {low.item():.4g} to {high.item():.4g}; the bernoulli "
+            f"{source}: values range from {low.item():.4g} to {high.item():.4g}; the {likelihood} "
             f"likelihood needs [0, 1] ({advice})"
         )
 
@@ -154,18 +196,20 @@ def check_fits_likelihood(x: torch.Tensor, likelihood: str, source: str) -> None
 X_KEYS, Y_KEYS = ("x", "X", "data", "images"), ("y", "labels", "targets")
 
 
-def check_finite(values: np.ndarray, source: str) -> None:
-    """DataError naming the first NaN or infinite value's position."""
+def check_finite(values: np.ndarray, source: str, rows: np.ndarray | None = None) -> None:
+    """DataError naming the first NaN or infinite value's position (`rows`: the file's row
+    number of each row of `values`, where they are a selection)."""
     bad = ~np.isfinite(values)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         value = values[where]
-        raise DataError(f"{source}: value {value} at index {list(where)} (NaN or infinite)")
+        index = list(where) if rows is None else [int(rows[where[0]]), *where[1:]]
+        raise DataError(f"{source}: value {value} at index {index} (NaN or infinite)")
 
 
-def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
+def as_examples(values: np.ndarray, source: str, rows: np.ndarray | None = None) -> torch.Tensor:
     """An array of examples -> (N, D) float32 table rows, or (N, C, H, W) images (uint8
-    pixels kept as uint8, anything else float32)."""
+    pixels kept as uint8, anything else float32); `rows` as for check_finite."""
     if np.iscomplexobj(values):
         raise DataError(f"{source}: complex numbers ({values.dtype}); vaekit reads real values")
     if values.dtype == object or not (
@@ -173,7 +217,7 @@ def as_examples(values: np.ndarray, source: str) -> torch.Tensor:
     ):
         raise DataError(f"{source}: expected numbers, got an array of {values.dtype}")
     if np.issubdtype(values.dtype, np.floating):
-        check_finite(values, source)  # before reshaping: the index is the file's
+        check_finite(values, source, rows)  # before reshaping: the index is the file's
     if values.ndim == 2:  # table rows (N, D)
         if values.dtype == np.uint8:
             return torch.from_numpy(np.ascontiguousarray(values)).float().div_(255.0)
@@ -309,10 +353,56 @@ def _concat(parts: list[Items], source: str) -> Items:
 
 @own_data("array", (".npy", ".npz"))
 def read_arrays(config: DataConfig) -> Items:
-    """Every example of a .npy or .npz file (a .npz may carry labels, ids, its own split)."""
+    """Every example of a .npy or .npz file (a .npz may carry labels, ids, its own split);
+    a large .npy through the memory-mapped cache (data/cache.py)."""
     path = Path(config.path)
+    check_cache_mode(config.cache)
+    big = path.suffix.lower() == ".npy" and path.is_file()  # by size: there is no decoding
+    if big and wants_cache(config.cache, 0, path.stat().st_size):
+        return cached_npy(path, config)
     loaded = _load(path)
     if isinstance(loaded, dict):
         return _npz_items(loaded, str(path))
     x = as_examples(loaded, str(path))
     return Items(x, None, [str(i) for i in range(len(x))], None, str(path))
+
+
+def _load_mapped(path: Path) -> np.ndarray:
+    """A .npy file as a read-only memory map (its header checked against its size, not
+    against memory: the data may be larger than memory)."""
+    try:
+        with path.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError("not a .npy file")
+            f.seek(0)
+            _declared_npy(f, path.stat().st_size, str(path))
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, SyntaxError, tokenize.TokenError) as err:
+        raise DataError(f"{path}: not a readable .npy file ({err})") from None
+
+
+def cached_npy(path: Path, config: DataConfig) -> Items:
+    """The examples of a .npy from its memory-mapped cache (data/cache.py), converted as
+    `as_examples` converts them and stored in split order (training rows first), built
+    first when absent or stale: a file larger than memory trains without being loaded."""
+    values, source = _load_mapped(path), str(path)
+    if values.ndim < 2 or len(values) == 0:
+        return Items(as_examples(values, source), None, [], None, source)  # its DataError
+    order, test_mask = split_order(len(values), None, config, source)
+    sample = as_examples(values[:1], source)  # one example: the stored shape and type
+    manifest = {
+        "reader": "npy",
+        "split": [config.test_fraction, config.split_seed],
+        "files": [file_record(path, path.parent)],
+    }
+    step = chunk_rows(sample[0].numel() * sample.element_size())
+
+    def fill(sink: SinkFactory) -> Path:
+        target = sink((len(values), *sample.shape[1:]), sample.numpy().dtype)
+        for rows in row_chunks(len(values), step):
+            selected = order[rows.start : rows.stop].numpy()
+            target.write(as_examples(values[selected], source, selected).numpy())
+        return target.close()
+
+    storage = cached_array(path, manifest, fill)
+    return Items(storage, None, [str(i) for i in order.tolist()], None, source, test_mask)

@@ -7,7 +7,8 @@ With `world_size` > 1 each rank takes a disjoint shard of every epoch's permutat
 
 `x` may be uint8 pixels (a Dataset's storage): each batch is sliced first and then
 converted to float32 in [0, 1] where it lies (on the device when x is there), so the
-whole set is never held as float32.
+whole set is never held as float32. `x` may also be a memory-mapped cache (data/cache.py),
+whose pages are dropped from the process after every RELEASE_BYTES read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
+from vaekit.data.cache import RELEASE_BYTES, release_pages
 from vaekit.data.datasets import as_float
 
 
@@ -60,6 +62,7 @@ class BatchIterator:
         """Yield (x_batch, y_batch or None), skipping the first `start_step` batches."""
         order = self._indices(epoch)
         n = len(self.x) if order is None else len(order)
+        read = 0  # bytes since the pages of a memory-mapped cache were last dropped
         for start in range(start_step * self.batch_size, n, self.batch_size):
             if order is None:
                 x = self.x[start : start + self.batch_size]
@@ -68,7 +71,12 @@ class BatchIterator:
                 idx = order[start : start + self.batch_size]
                 x = self.x.index_select(0, idx)
                 y = None if self.y is None else self.y.index_select(0, idx)
-            yield as_float(x), y  # uint8 (B, ...) -> float32 after slicing
+            batch = as_float(x)  # uint8 (B, ...) -> float32 after slicing
+            read += x.nbytes
+            if read >= RELEASE_BYTES:  # resident memory stays flat (data/cache.py)
+                release_pages(self.x)
+                read = 0
+            yield batch, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return self.epoch(0)
