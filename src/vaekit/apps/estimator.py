@@ -68,7 +68,7 @@ class VAETransformer(TransformerMixin, BaseEstimator):
     # --- fitting ----------------------------------------------------------------------
     def _config(self, n_features: int, seed: int) -> RunConfig:
         return RunConfig(
-            data=DataConfig(name="array", shape=[1, 1, n_features]),
+            data=DataConfig(name="array", shape=[n_features], kind="table"),
             model=ModelConfig(
                 hidden=list(self.hidden), latent_dim=self.latent_dim, likelihood=self.likelihood
             ),
@@ -106,14 +106,14 @@ class VAETransformer(TransformerMixin, BaseEstimator):
 
     # --- using the fitted model -------------------------------------------------------
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
-        """Rows -> standardised float32 examples (N, 1, 1, D)."""
-        return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))[:, None, None]
+        """Rows -> standardised float32 table rows (N, D)."""
+        return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
     def _inputs(self, X) -> torch.Tensor:
         """Validated rows of X as float64 examples for the fitted (float64) model."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return torch.from_numpy((X - self.mean_) / self.scale_)[:, None, None]
+        return torch.from_numpy((X - self.mean_) / self.scale_)
 
     def transform(self, X) -> np.ndarray:
         """Posterior means E[z | x], shape (N, latent_dim), float64."""

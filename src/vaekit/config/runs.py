@@ -160,6 +160,14 @@ class RunFolder:
         return self.path / BEST_FILE
 
     @property
+    def best_dir(self) -> Path:
+        """The k best validation epochs' weights, `epoch-N.safetensors` (train.keep_best)."""
+        return self.path / "best"
+
+    def best_epoch_path(self, epoch: int) -> Path:
+        return self.best_dir / f"epoch-{epoch}.safetensors"
+
+    @property
     def metrics_path(self) -> Path:
         return self.path / METRICS_FILE
 

@@ -23,7 +23,7 @@ MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB: a larger file is not one
 MAX_CONFIG_DEPTH = 32  # a config nests 3 levels (m1m2's features_model 4): deeper is not one
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 STEPS = ("auto", "autograd")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 
 
 @dataclass
@@ -41,11 +41,15 @@ class DataConfig:
     split_seed: int = 0
     color: str = "auto"  # folder: auto (RGB if any image is in colour) | grayscale | rgb
     resize: list[int] | None = None  # folder: [height, width] every image is resized to
+    # folder, .npy: auto (large data decoded once into a memory-mapped file under
+    # $VAEKIT_CACHE/examples, data/cache.py) | on (always) | off (always in memory)
+    cache: str = "auto"
     label_column: str | None = None  # csv: column of labels (not a feature)
     id_column: str | None = None  # csv: column of ids (not a feature)
     columns: list[str] | None = None  # csv: feature columns; recorded when training starts
     center: list[float] | None = None  # csv: training-split means; recorded when training starts
     scale: list[float] | None = None  # csv: training-split standard deviations; recorded too
+    fingerprint: str | None = None  # memory (data given from Python): SHA-256 of its splits
 
 
 @dataclass
@@ -99,9 +103,17 @@ class TrainConfig:
     # batch (inputs and targets): trains a background model for the ratio anomaly score
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: no clipping)
     weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam
-    lr_schedule: str = "constant"  # constant | cosine (decay to lr_min over the run)
+    lr_schedule: str = "constant"  # constant | cosine (decay to lr_min over the run) | plateau
     lr_min: float = 0.0  # cosine: the learning rate at the end of the run
     time_budget: float = 0.0  # seconds of training; the run ends cleanly there (0: no budget)
+    max_steps: int = 0  # optimiser steps; the run ends cleanly there (0: no budget)
+    lr_warmup_steps: int = 0  # the learning rate ramps linearly from 0 over this many steps
+    # early stopping and lr plateau count evaluations (every eval_every epochs) in which the
+    # validation -ELBO did not improve on the best; both need a validation split
+    early_stop: int = 0  # stop after this many evaluations without improvement (0: never)
+    lr_patience: int = 2  # lr_schedule plateau: evaluations without improvement before a cut
+    lr_factor: float = 0.5  # lr_schedule plateau: the learning rate is multiplied by this
+    keep_best: int = 1  # best.safetensors, plus RUN/best/epoch-N.safetensors for the k best
     eval_every: int = 1  # evaluate (validation and test) every N epochs, and at the end
     step: str = "auto"  # auto: hand-written gradients where they apply (training/steps.py)
     # | autograd (always autograd)
@@ -199,6 +211,15 @@ class RunConfig:
             "train.time_budget must be >= 0 seconds (0: no budget)",
         )
         _check(self.train.eval_every >= 1, "train.eval_every must be >= 1")
+        _check(self.train.max_steps >= 0, "train.max_steps must be >= 0 (0: no budget)")
+        _check(self.train.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0")
+        _check(self.train.early_stop >= 0, "train.early_stop must be >= 0 (0: never)")
+        _check(self.train.lr_patience >= 1, "train.lr_patience must be >= 1")
+        _check(
+            math.isfinite(self.train.lr_factor) and 0 < self.train.lr_factor < 1,
+            "train.lr_factor must be between 0 and 1",
+        )
+        _check(self.train.keep_best >= 1, "train.keep_best must be >= 1")
         _check(self.data.valid_size >= 0, "data.valid_size must be >= 0")
         _check(self.n_samples >= 1, "n_samples must be >= 1")
         _check(

@@ -1,6 +1,7 @@
-"""Datasets: loaders for built-in and user data, all yielding in-memory tensors."""
+"""Datasets: loaders for built-in and user data, yielding tensors (in memory, or memory-mapped
+from the cache of a large folder)."""
 
-from . import arrays, binarized_mnist, folder, mnist, tables  # noqa: F401  (registers the loaders)
+from . import arrays, binarized_mnist, folder, memory, mnist, tables  # noqa: F401  (registers the loaders)
 from .batches import BatchIterator
 from .datasets import Dataset, DataSplits
 from .registry import DATASETS, load_data, register_dataset

@@ -70,10 +70,17 @@ def collapse_warning(metrics: dict[str, Any]) -> str | None:
             f"posterior collapse: KL is {metrics['kl']:.3f} nats; " if metrics["kl"] < 0.5 else ""
         )
         return f"{collapsed}active units not measured: they need at least 2 test examples (1 here)"
-    if metrics["kl"] < 0.5 or active == 0:
+    advice = "check the loss scaling, beta, warm-up or free bits"
+    if active == 0:
         return (
-            f"posterior collapse: KL is {metrics['kl']:.3f} nats and {active}/{total} latent "
-            "units are active; the decoder ignores z (check the loss scaling, beta, warm-up)"
+            f"posterior collapse: no latent unit is active (KL {metrics['kl']:.3f} nats); the "
+            f"decoder ignores z ({advice})"
+        )
+    if metrics["kl"] < 0.5:
+        return (
+            f"posterior nearly collapsed: the codes carry only {metrics['kl']:.3f} nats per "
+            f"example (KL), though {active}/{total} units vary; the decoder mostly ignores z "
+            f"({advice})"
         )
     if active < total / 2 and total > 2:
         return f"only {active}/{total} latent units are active (KL > 0 in the rest is wasted)"

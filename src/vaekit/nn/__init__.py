@@ -18,6 +18,7 @@ from vaekit.core.errors import ConfigError
 from vaekit.data.datasets import kind_of_shape
 
 from .conv import ConvDecoder, ConvEncoder, StageExtra, no_extra
+from .custom import Factory, custom_networks
 from .mlp import MLPDecoder, MLPEncoder
 from .resnet import ResidualBlock, residual_blocks
 
@@ -65,14 +66,30 @@ ARCHS: dict[str, Callable[[ModelConfig, tuple[int, ...], int, int], Networks]] =
 }
 
 
+BUILT_IN = ("mlp", "conv", "resnet")
+
+
+def register_network(name: str, encoder_factory: Factory, decoder_factory: Factory) -> None:
+    """Make `model.arch = name` build your own networks (nn/custom.py says what the
+    factories return); registering a name again replaces it, a built-in name is refused."""
+    if name in BUILT_IN:
+        raise ConfigError(f"network name {name!r} is built in; choose another")
+    if not (callable(encoder_factory) and callable(decoder_factory)):
+        raise ConfigError("register_network needs two factories f(shape, latent_dim) -> nn.Module")
+    ARCHS[name] = custom_networks(name, encoder_factory, decoder_factory)
+
+
 def build_networks(
     config: ModelConfig, shape: tuple[int, ...], cond_dim: int = 0, heads: int = 2
 ) -> Networks:
     """(encoder, decoder) of architecture `config.arch` for examples of `shape`: images
     (C, H, W) for every arch, table rows (D,) for the MLP only."""
     if config.arch not in ARCHS:
-        raise ConfigError(f"unknown arch {config.arch!r} (known: {', '.join(ARCHS)})")
-    if config.arch != "mlp" and kind_of_shape(shape) != "image":
+        raise ConfigError(
+            f"unknown arch {config.arch!r} (known: {', '.join(ARCHS)}; your own networks need "
+            "vaekit.register_network first, e.g. from a module named by vaekit --plugin MODULE)"
+        )
+    if config.arch in ("conv", "resnet") and kind_of_shape(shape) != "image":
         raise ConfigError(
             f"arch {config.arch!r} needs images (C, H, W); this data is a table of "
             f"{shape[-1]} features per example: use arch mlp (--arch mlp)"
@@ -90,4 +107,5 @@ __all__ = [
     "MLPEncoder",
     "ResidualBlock",
     "build_networks",
+    "register_network",
 ]

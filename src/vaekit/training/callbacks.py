@@ -1,5 +1,6 @@
-"""Named hooks into the Trainer's loop, and the Trainer's own uses of them: the time budget,
-step-interval checkpoints and the best validation weights.
+"""Named hooks into the Trainer's loop, and the Trainer's own uses of them: the time and
+step budgets, step-interval checkpoints, the best validation weights, early stopping and
+the learning-rate plateau.
 
 A callback subclasses `Callback` and overrides the hooks it needs. `vaekit.train(...,
 callbacks=[...])` takes such instances, and plain functions f(trainer, row), which are
@@ -73,7 +74,22 @@ class TimeBudget(Callback):
     def on_step_end(self, trainer: Trainer) -> None:
         spent = float(trainer.train_seconds() >= self.seconds)
         (agreed,) = distributed.all_reduce_max([spent], trainer.context)
-        trainer.state.out_of_time = bool(agreed)
+        if agreed:
+            trainer.state.out_of_time = True
+            trainer.state.stop_reason = f"time budget of {self.seconds:g} s spent"
+
+
+class StepBudget(Callback):
+    """Ends the run cleanly after `steps` optimiser steps, like the time budget (every rank
+    counts the same steps)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.state.global_step >= self.steps:
+            trainer.state.out_of_time = True
+            trainer.state.stop_reason = f"step budget of {self.steps} steps spent"
 
 
 class IntervalCheckpoints(Callback):
@@ -92,25 +108,85 @@ class IntervalCheckpoints(Callback):
 
 class BestWeights(Callback):
     """Keeps the weights of the lowest validation -ELBO so far in the run's best.safetensors
-    and marks their row `best` (rows without a validation number are left alone)."""
+    and marks their row `best` (rows without a validation number are left alone); counts the
+    evaluations since the best one; with keep_best k > 1, also keeps the k best epochs'
+    weights as RUN/best/epoch-N.safetensors."""
+
+    def __init__(self, keep: int = 1) -> None:
+        self.keep = keep
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any] | None) -> None:
         valid_loss = None if row is None else row.get("valid_neg_elbo")
-        state = trainer.state
-        if valid_loss is None or (state.best_valid is not None and valid_loss >= state.best_valid):
+        if valid_loss is None:
             return
-        state.best_valid, state.best_epoch = valid_loss, state.epoch
+        state = trainer.state
+        if self.keep > 1:
+            self.keep_k_best(trainer, valid_loss)
+        if state.best_valid is not None and valid_loss >= state.best_valid:
+            state.evals_since_best += 1
+            return
+        state.best_valid, state.best_epoch, state.evals_since_best = valid_loss, state.epoch, 0
         row["best"] = True  # the last row marked best holds the kept weights' numbers
         if trainer.run is not None:
             save_weights(trainer.run.best_path, trainer.model)
 
+    def keep_k_best(self, trainer: Trainer, valid_loss: float) -> None:
+        """Add this epoch's weights to the k best if they are among them; drop the k+1-th."""
+        state, run = trainer.state, trainer.run
+        ranked = sorted([*state.best_k, [valid_loss, state.epoch]])
+        state.best_k, dropped = ranked[: self.keep], ranked[self.keep :]
+        if run is None:
+            return
+        if [valid_loss, state.epoch] in state.best_k:
+            run.best_dir.mkdir(exist_ok=True)
+            save_weights(run.best_epoch_path(state.epoch), trainer.model)
+        for _, epoch in dropped:
+            run.best_epoch_path(int(epoch)).unlink(missing_ok=True)
+
+
+class EarlyStopping(Callback):
+    """Ends the run after `patience` evaluations in a row without a better validation -ELBO
+    (the best weights are kept, as at the end of any run with a validation split)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any] | None) -> None:
+        state = trainer.state
+        if row is not None and state.evals_since_best >= self.patience:
+            state.stopped_early = True
+            state.stop_reason = row["stopped"] = (
+                f"early stopping: no better validation -ELBO in {self.patience} evaluations "
+                f"(best at epoch {state.best_epoch})"
+            )
+
+
+class LrPlateau(Callback):
+    """Multiplies the learning rate by `factor` after every `patience` evaluations in a row
+    without a better validation -ELBO (the Trainer applies state.lr_scale)."""
+
+    def __init__(self, patience: int, factor: float) -> None:
+        self.patience, self.factor = patience, factor
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any] | None) -> None:
+        waited = trainer.state.evals_since_best
+        if row is not None and "valid_neg_elbo" in row and waited and waited % self.patience == 0:
+            trainer.state.lr_scale *= self.factor
+
 
 def standard_callbacks(train_config: TrainConfig) -> list[Callback]:
     """The Trainer's own callbacks for these settings, in the order they run."""
+    cfg = train_config
     callbacks: list[Callback] = []
-    if train_config.time_budget:
-        callbacks.append(TimeBudget(train_config.time_budget))
-    if train_config.checkpoint_every_steps:
-        callbacks.append(IntervalCheckpoints(train_config.checkpoint_every_steps))
-    callbacks.append(BestWeights())
+    if cfg.time_budget:
+        callbacks.append(TimeBudget(cfg.time_budget))
+    if cfg.max_steps:
+        callbacks.append(StepBudget(cfg.max_steps))
+    if cfg.checkpoint_every_steps:
+        callbacks.append(IntervalCheckpoints(cfg.checkpoint_every_steps))
+    callbacks.append(BestWeights(cfg.keep_best))
+    if cfg.early_stop:
+        callbacks.append(EarlyStopping(cfg.early_stop))
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(LrPlateau(cfg.lr_patience, cfg.lr_factor))
     return callbacks

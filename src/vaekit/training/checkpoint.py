@@ -20,6 +20,9 @@ from vaekit.core.errors import RunError
 from vaekit.core.files import type_name
 
 SUM_KEYS = ("n", "loss", "recon", "kl")  # the running sums of TrainState.epoch_sums
+# TrainState fields added after checkpoints were first written: absent in older checkpoints,
+# which resume with the fields' defaults
+LATER_STATE = ("stop_reason", "stopped_early", "evals_since_best", "lr_scale", "best_k")
 TENSOR_PREFIXES = ("model.", "optim.", "rng.")
 
 
@@ -88,7 +91,7 @@ def check_state(state: Any, fields: tuple[str, ...], steps_per_epoch: int) -> No
     """The trainer state: exactly `fields`, each of its type and in its range."""
     if not isinstance(state, dict):
         raise Damaged(f"state is a {type_name(state)}, not an object")
-    missing = [key for key in fields if key not in state]
+    missing = [key for key in fields if key not in state and key not in LATER_STATE]
     extra = sorted(set(state) - set(fields))
     if missing or extra:
         raise Damaged(f"state has no {missing[0]}" if missing else f"state has {extra[0]!r}")
@@ -101,8 +104,20 @@ def check_state(state: Any, fields: tuple[str, ...], steps_per_epoch: int) -> No
         raise Damaged(f"state.train_seconds {state['train_seconds']!r} is not a duration")
     if state["best_valid"] is not None and not is_number(state["best_valid"]):
         raise Damaged(f"state.best_valid {state['best_valid']!r} is not a number")
-    if not isinstance(state["out_of_time"], bool):
-        raise Damaged(f"state.out_of_time {state['out_of_time']!r} is not true or false")
+    for key in ("out_of_time", "stopped_early"):
+        if not isinstance(state.get(key, False), bool):
+            raise Damaged(f"state.{key} {state[key]!r} is not true or false")
+    if not isinstance(state.get("stop_reason", ""), str):
+        raise Damaged("state.stop_reason is not text")
+    count(state.get("evals_since_best", 0), "state.evals_since_best")
+    scale = state.get("lr_scale", 1.0)
+    if not is_finite(scale) or not 0 < scale <= 1:
+        raise Damaged(f"state.lr_scale {scale!r} is not in (0, 1]")
+    best_k = state.get("best_k", [])
+    if not isinstance(best_k, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(map(is_finite, pair)) for pair in best_k
+    ):
+        raise Damaged("state.best_k is not a list of [validation -ELBO, epoch] pairs")
     sums = state["epoch_sums"]
     if not isinstance(sums, dict) or not all(
         k in SUM_KEYS and is_finite(v) for k, v in sums.items()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit.config.presets import underfit_hint
 from vaekit.config.runs import RunFolder, load_weights_into, save_weights
 from vaekit.config.schema import RunConfig
 from vaekit.core.device import pick_device
@@ -31,6 +32,14 @@ from vaekit.core.noise import in_unit_range
 from vaekit.data.arrays import check_fits_likelihood
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import DataSplits
+from vaekit.data.memory import NAME as MEMORY
+from vaekit.data.memory import (
+    STORED_FILE,
+    fingerprint,
+    is_registered,
+    splits_from_memory,
+    store_splits,
+)
 from vaekit.data.registry import hold_out_validation, load_data
 from vaekit.evaluation.metrics import reconstruction_mse
 from vaekit.models.registry import build_model, configure_model, prepare_data
@@ -93,7 +102,7 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     outputs: bool = True,
-    data: DataSplits | None = None,
+    data: Any = None,
     callbacks: Sequence[Callback | Callable[[Trainer, dict[str, Any]], None]] = (),
 ) -> Run:
     """Train a model and return the Run.
@@ -101,6 +110,9 @@ def train(
     `config`: a RunConfig, a dict, or a path to a config.json (default: the reference VAE).
     `run_dir`: where to write (default runs/<config.name>, suffixed -2, -3... if taken).
     `resume`: a run folder to continue from its last checkpoint (its own config is used).
+    `data`: your own data instead of the config's dataset: an array or tensor, an (x, y)
+    pair, a torch Dataset or DataSplits (docs/own-data.md); the run keeps a copy (up to
+    1 GiB) and records its fingerprint, so later commands read the same examples.
     `callbacks`: `vaekit.training.callbacks.Callback` instances, whose hooks run after each
     step (`on_step_end`), epoch (`on_epoch_end`, with the metrics row if there is one), on an
     error and at the end; or plain functions f(trainer, row), called after each metrics row
@@ -129,15 +141,26 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
     distributed.init(context, device)
     if run is None:  # rank 0 picks the folder; every rank learns its choice
         run = RunFolder(distributed.on_main(lambda: str(new_run_dir(config, run_dir)), context))
+    given = None  # data from Python, to keep in the run folder
     if data is None:
         data = load_data(config.data)  # with the validation split of data.valid_size
-    elif config.data.valid_size and data.valid is None:
-        data = hold_out_validation(data, config.data.valid_size)
+    else:
+        data = splits_from_memory(data, config.data)
+        if not (data.name == config.data.name and is_registered(data.name)):
+            given = data  # not the config's dataset: recorded as "memory" data below
+            config.data.name, config.data.fingerprint = MEMORY, fingerprint(data)
+            config.data.path = str((run.path / STORED_FILE).resolve())
+        if data.valid is not None:
+            config.data.valid_size = 0  # its own validation split
+        elif config.data.valid_size:
+            data = hold_out_validation(data, config.data.valid_size)
     if config.data.shape is not None and tuple(config.data.shape) != data.shape:
         raise RunError(
             f"data shape {data.shape} differs from the config's {tuple(config.data.shape)}"
         )
     config.data.shape, config.data.kind = list(data.shape), data.train.kind
+    if context.is_main and (hint := underfit_hint(config)):
+        print(hint, file=sys.stderr)  # before the time is spent: colour images, defaults
     configure_model(config.model, data)
     data = prepare_data(config, data)  # e.g. M2 keeps a few labels and hides the rest
     torch.manual_seed(config.train.seed)
@@ -174,6 +197,10 @@ def _train(config, run_dir, resume, progress, outputs, data, context, callbacks)
         run.path.mkdir(parents=True, exist_ok=True)
     with removed_if_unstarted(run, fresh, made):
         if context.is_main:
+            if given is not None and not store_splits(
+                given, run.path / STORED_FILE, config.data.fingerprint
+            ):
+                config.data.path = None  # too large to keep: later commands ask for it
             run.save_config(config)  # last: a resumed run was checked and loaded first
         history = fit()
     if context.is_main and run.best_path.exists() and final_row(history).get("best"):
@@ -198,9 +225,11 @@ def removed_if_unstarted(run: RunFolder, fresh: bool, made: bool) -> Iterator[No
         yield
     except BaseException:
         if fresh and not run.checkpoint_path.exists() and not run.weights_path.exists():
-            for path in (run.config_path, run.metrics_path, run.best_path, run.log_path):
+            stored = run.path / STORED_FILE
+            for path in (run.config_path, run.metrics_path, run.best_path, run.log_path, stored):
                 path.unlink(missing_ok=True)
             shutil.rmtree(run.tensorboard_path, ignore_errors=True)
+            shutil.rmtree(run.best_dir, ignore_errors=True)
             if made:
                 with suppress(OSError):  # not empty: files of someone else's
                     run.path.rmdir()
@@ -215,14 +244,25 @@ def keep_best_weights(model: nn.Module, run: RunFolder) -> None:
 
 def check_unfinished(run: RunFolder, state: TrainState, cfg) -> None:
     """Refuse to resume a finished run (one whose final weights were written); a run that
-    spent its time budget continues only under a larger budget."""
+    spent a budget, or stopped early, continues only under a larger budget or patience."""
     if state.out_of_time:
-        if cfg.time_budget and state.train_seconds < cfg.time_budget:
+        more_time = cfg.time_budget and state.train_seconds < cfg.time_budget
+        more_steps = cfg.max_steps and state.global_step < cfg.max_steps
+        if more_time or more_steps or not (cfg.time_budget or cfg.max_steps):
             state.out_of_time = False  # a larger budget: train on
         elif run.weights_path.exists():
             raise RunError(
-                f"{run.path}: already spent its time budget ({state.train_seconds:.0f} s of "
-                "training); to train longer, resume with --time-budget T (T larger)"
+                f"{run.path}: already spent its {state.stop_reason or 'time budget'} "
+                f"({state.train_seconds:.0f} s, {state.global_step} steps of training); to "
+                "train longer, resume with a larger --time-budget T or --steps N"
+            )
+    if state.stopped_early:
+        if not cfg.early_stop or state.evals_since_best < cfg.early_stop:
+            state.stopped_early = False  # more patience, or none: train on
+        elif run.weights_path.exists():
+            raise RunError(
+                f"{run.path}: stopped early ({state.stop_reason}); to train longer, resume "
+                f"with --early-stop N (N > {cfg.early_stop}) or --early-stop 0"
             )
     done = state.epoch
     if done >= cfg.epochs and run.weights_path.exists():

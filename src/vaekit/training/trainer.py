@@ -58,7 +58,12 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per evaluation
     best_valid: float | None = None  # lowest validation -ELBO so far (with a validation split)
     best_epoch: int = 0  # the epoch whose weights are in best.safetensors
-    out_of_time: bool = False  # the time budget ended the run
+    out_of_time: bool = False  # a budget (time or steps) ended the run
+    stop_reason: str = ""  # why the run ended before its epochs, for the last metrics row
+    stopped_early: bool = False  # early stopping ended the run
+    evals_since_best: int = 0  # evaluations since the best validation -ELBO
+    lr_scale: float = 1.0  # lr_schedule plateau: the cuts so far, multiplied
+    best_k: list[list[float]] = field(default_factory=list)  # [valid -ELBO, epoch], best first
 
 
 def place(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -149,6 +154,11 @@ class Trainer:
         labels = train_labels(self.model, data.train.y)
         self.train_y = None if labels is None else place(labels, self.device)
         self.test_set, self.valid_set = data.test, data.valid
+        if (self.cfg.early_stop or self.cfg.lr_schedule == "plateau") and data.valid is None:
+            raise ConfigError(
+                "early stopping and lr_schedule plateau watch the validation -ELBO: hold out a "
+                "validation split with data.valid_size N (--valid-size N)"
+            )
         if config.data.binarize == "dynamic":
             self.test_set = binarize_fixed(data.test, seed=BINARIZE_TEST_SEED)
             if data.valid is not None:
@@ -202,18 +212,31 @@ class Trainer:
         return self.state.train_seconds + time.perf_counter() - self.clock_started
 
     def progress_fraction(self) -> float:
-        """How far the run is, in [0, 1]: by steps, or by time when a budget ends it sooner."""
+        """How far the run is, in [0, 1]: by epochs, or by a budget that ends it sooner."""
         done = self.state.global_step / (self.cfg.epochs * len(self.batches))
+        if self.cfg.max_steps:
+            done = max(done, self.state.global_step / self.cfg.max_steps)
         if self.cfg.time_budget:
             done = max(done, self.train_seconds() / self.cfg.time_budget)
         return min(1.0, done)
 
+    @property
+    def lr_varies(self) -> bool:
+        """Whether the learning rate changes during the run (a schedule or a warm-up)."""
+        return self.cfg.lr_schedule != "constant" or self.cfg.lr_warmup_steps > 0
+
     def lr_now(self) -> float:
-        """The learning rate of the next step: constant, or cosine from lr down to lr_min."""
-        if self.cfg.lr_schedule == "constant":
-            return self.cfg.lr
-        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress_fraction()))
-        return self.cfg.lr_min + (self.cfg.lr - self.cfg.lr_min) * cosine
+        """The learning rate of the next step: constant, cosine from lr down to lr_min, or
+        cut on plateaus; during the warm-up, that times (step + 1) / lr_warmup_steps."""
+        lr = self.cfg.lr
+        if self.cfg.lr_schedule == "cosine":
+            cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress_fraction()))
+            lr = self.cfg.lr_min + (self.cfg.lr - self.cfg.lr_min) * cosine
+        elif self.cfg.lr_schedule == "plateau":
+            lr *= self.state.lr_scale
+        if self.cfg.lr_warmup_steps:
+            lr *= min(1.0, (self.state.global_step + 1) / self.cfg.lr_warmup_steps)
+        return lr
 
     # --- checkpoints ------------------------------------------------------------------
     def rng_state(self) -> dict[str, torch.Tensor]:
@@ -288,7 +311,7 @@ class Trainer:
             raise self.diverged(f"the loss became {loss}", self.state.step_in_epoch + 1)
         if rng is not None:
             self.save_checkpoint(rng)
-        if self.cfg.lr_schedule != "constant":
+        if self.lr_varies:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_now()
         self.step.backward()  # sets every .grad
@@ -318,7 +341,7 @@ class Trainer:
         state, steps = self.state, len(self.batches)
         self.model.train()
         with stop_requests() as self.stop:
-            while state.epoch < self.cfg.epochs and not state.out_of_time:
+            while state.epoch < self.cfg.epochs and not (state.out_of_time or state.stopped_early):
                 with progress_bar(
                     steps,
                     f"epoch {state.epoch + 1}/{self.cfg.epochs}",
@@ -345,7 +368,7 @@ class Trainer:
                         for callback in self.callbacks:
                             callback.on_step_end(self)
                         if state.out_of_time:
-                            break  # the time budget is spent: finish like a last epoch
+                            break  # a budget is spent: finish like a last epoch
                         if self.stop["stop"]:
                             self.stop_clock()
                             self.save_checkpoint()
@@ -401,7 +424,7 @@ class Trainer:
             "train_loss": sums["loss"] / sums["n"],
             "train_recon": sums["recon"] / sums["n"],
         }
-        if self.cfg.lr_schedule != "constant":
+        if self.lr_varies:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
         warning = None
         if self.model.has_elbo:
@@ -425,7 +448,7 @@ class Trainer:
             )
         row["train_seconds"] = state.train_seconds
         if state.out_of_time:
-            row["stopped"] = f"time budget of {self.cfg.time_budget:g} s spent"
+            row["stopped"] = state.stop_reason or f"time budget of {self.cfg.time_budget:g} s spent"
         if not math.isfinite(test_loss):  # keep the previous checkpoint, which was good
             raise self.diverged(f"the test loss became {test_loss}", state.step_in_epoch)
         if warning:
