@@ -135,6 +135,22 @@ def write_idx_folder(folder: Path) -> Path:
     return folder
 
 
+def train_bars_run(root: Path, latent_dim: int = 2) -> Path:
+    """A run on the bars (IDX files in root/bars) whose decoder follows z (10 epochs at lr
+    0.01, about 2 s; KL about 1.3 nats): opened by path, as `vaekit serve` opens it."""
+    data = write_idx_folder(root / "bars")
+    run = root / f"bars-z{latent_dim}"
+    argv = ["train", "--data-path", data, "--hidden", 32, "--latent-dim", latent_dim]
+    argv += ["--epochs", 10, "--batch-size", 32, "--lr", 0.01, "--out", run, "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: 2 s on one thread, 13 s on two of a busy machine
+    try:
+        assert main([str(a) for a in argv]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
 # --- fuzzing the readers (tests/data/test_fuzz_readers.py, tests/config/test_fuzz_runs.py)
 @st.composite
 def corrupted(draw, valid: bytes) -> bytes:

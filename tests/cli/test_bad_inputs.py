@@ -303,7 +303,7 @@ CASES = [
     Case("unknown dataset", cli("train", "--dataset", "nope", "--out", "{tmp}/o"), ("unknown dataset 'nope'",)),
     Case("unknown model", on_data("--model", "transformer"), ("unknown model 'transformer'",)),
     Case("unknown preset", cli("train", "--preset", "huge"), ("--preset", "huge")),
-    Case("unknown arch", cli("train", "--arch", "rnn"), ("--arch", "rnn")),
+    Case("unknown arch", cli("train", "--arch", "rnn"), ("unknown arch", "rnn", "--plugin")),
     Case("negative batch size", cli("train", "--batch-size", "-5"), ("--batch-size", "-5")),
     Case("zero latent dim", cli("train", "--latent-dim", "0"), ("--latent-dim", "must be >= 1")),
     Case("zero test limit", cli("train", "--limit-test", "0"), ("--limit-test",)),
@@ -330,7 +330,7 @@ CASES = [
     Case("classify with a model without a classifier", on_run(["classify"], lambda run: None), ("no classifier",)),
     Case("config and preset", lambda tmp, good: ["train", "--config", config_file(tmp, {}), "--preset", "reference"], ("--config or --preset",)),
     Case("output folder not empty", lambda tmp, good: ["train", "--data-path", good.data, "--out", copy_run(tmp, good)], ("{tmp}/run", "already exists and is not empty")),
-    Case("resume with a new learning rate", lambda tmp, good: ["train", "--resume", copy_run(tmp, good), "--lr", "0.1"], ("--resume", "only --epochs and --time-budget may change")),
+    Case("resume with a new learning rate", lambda tmp, good: ["train", "--resume", copy_run(tmp, good), "--lr", "0.1"], ("--resume", "only --epochs, --time-budget, --steps and --early-stop may change")),
     Case("resume a finished run", resume(lambda run: None, "--epochs", "1"), ("{tmp}/run", "already trained for 1 of 1 epochs")),
     Case("label of an unconditional model", on_run(["sample", "--label", "3"], lambda run: None), ("--label needs a conditional model",)),
     Case("unknown split", on_run(["evaluate", "--split", "holdout", "--quiet"], lambda run: None), ("no split 'holdout'",)),
@@ -492,7 +492,8 @@ def test_bad_input(case: Case, good: Good, case_dir: Path, capsys):
 
 
 # --- every command, missing run folder --------------------------------------------------------
-NO_RUN_FOLDER = {"compare", "runs"}  # commands that take no run folder (runs: a folder OF runs)
+# commands that take no run folder (runs: a folder OF runs; completion: a shell name)
+NO_RUN_FOLDER = {"compare", "runs", "completion"}
 # values for required options, valid on their own ("{tmp}": the case's folder)
 DUMMY = {"--from": "0", "--to": "1", "--models": "vae", "-o": "{tmp}/out.npy"}
 

@@ -13,6 +13,7 @@ from vaekit.cli.args import (
     layer_size,
     non_negative_float,
     non_negative_int,
+    open_unit_float,
     positive_float,
     positive_int,
     sample_count,
@@ -31,6 +32,7 @@ TRAIN_OVERRIDES = {
     "test_fraction": ("data", "test_fraction"),
     "color": ("data", "color"),
     "resize": ("data", "resize"),
+    "cache": ("data", "cache"),
     "label_column": ("data", "label_column"),
     "id_column": ("data", "id_column"),
     "denoise": ("train", "denoise"),
@@ -61,6 +63,12 @@ TRAIN_OVERRIDES = {
     "lr_schedule": ("train", "lr_schedule"),
     "lr_min": ("train", "lr_min"),
     "time_budget": ("train", "time_budget"),
+    "steps": ("train", "max_steps"),
+    "lr_warmup": ("train", "lr_warmup_steps"),
+    "early_stop": ("train", "early_stop"),
+    "lr_patience": ("train", "lr_patience"),
+    "lr_factor": ("train", "lr_factor"),
+    "keep_best": ("train", "keep_best"),
     "eval_every": ("train", "eval_every"),
     "grad_clip": ("train", "grad_clip"),
     "weight_decay": ("train", "weight_decay"),
@@ -105,12 +113,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """--preset, --config and the flags of TRAIN_OVERRIDES (shared with `vaekit compare`)."""
     from vaekit.config.presets import PRESETS
+    from vaekit.data.registry import DATASETS
+    from vaekit.models.registry import MODELS
 
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named configuration")
     p.add_argument("--config", type=Path, help="start from a config.json (e.g. a run's own)")
     p.add_argument("--name", help="run name (default vae-mnist)")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="dataset name: mnist (built in), fashion-mnist")
+    g.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help=f"one of {', '.join(DATASETS)} (mnist is built in; your own files: --data PATH)",
+    )
     g.add_argument("--data-path", help="folder holding the dataset's files")
     add_own_data_arguments(g)
     g.add_argument(
@@ -133,12 +147,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         metavar="NAME",
-        help="vae (default), cvae (conditioned on the label), ae (deterministic autoencoder), "
-        "pca (fitted by scikit-learn, no training loop), hvae (several stochastic layers), "
-        "vamp (VampPrior: a learned mixture prior), m2 (semi-supervised, with a classifier)",
+        help=f"one of {', '.join(MODELS)} (docs/models.md describes each)",
     )
     g.add_argument(
-        "--arch", choices=["mlp", "conv", "resnet"], help="encoder/decoder networks (default mlp)"
+        "--arch",
+        help="encoder/decoder networks: mlp (default), conv, resnet, or a name registered with "
+        "vaekit.register_network (load it with vaekit --plugin MODULE)",
     )
     g.add_argument(
         "--hidden",
@@ -155,9 +169,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-dim", type=layer_size, metavar="D", help="latent dimensions")
     g.add_argument(
         "--likelihood",
-        choices=["bernoulli", "gaussian", "gaussian-perdim"],
-        help="p(x|z): bernoulli (default, [0,1] images) or gaussian with a learned variance, "
-        "one shared or one per dimension",
+        choices=["bernoulli", "gaussian", "gaussian-perdim", "discretized-logistic"],
+        help="p(x|z): bernoulli (default, [0,1] images), gaussian with a learned variance, "
+        "one shared or one per dimension, or discretized-logistic (8-bit images: true bits/dim)",
     )
     g.add_argument(
         "--latent-layers",
@@ -217,10 +231,50 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, help="Adam learning rate")
     g.add_argument(
         "--lr-schedule",
-        choices=["constant", "cosine"],
-        help="constant (default), or cosine decay from --lr to --lr-min over the run",
+        choices=["constant", "cosine", "plateau"],
+        help="constant (default); cosine decay from --lr to --lr-min over the run; or plateau: "
+        "multiply by --lr-factor after --lr-patience evaluations without a better validation "
+        "-ELBO (needs --valid-size)",
     )
     g.add_argument("--lr-min", type=non_negative_float, help="cosine: the final learning rate")
+    g.add_argument(
+        "--lr-warmup",
+        type=non_negative_int,
+        metavar="STEPS",
+        help="ramp the learning rate linearly from 0 over the first STEPS steps (0: off)",
+    )
+    g.add_argument(
+        "--lr-patience",
+        type=positive_int,
+        metavar="EVALS",
+        help="plateau: evaluations without improvement before each cut (default 2)",
+    )
+    g.add_argument(
+        "--lr-factor",
+        type=open_unit_float,
+        metavar="F",
+        help="plateau: the learning rate is multiplied by F at each cut (default 0.5)",
+    )
+    g.add_argument(
+        "--steps",
+        type=positive_int,
+        metavar="N",
+        help="stop cleanly after N optimiser steps (--epochs stays the upper bound)",
+    )
+    g.add_argument(
+        "--early-stop",
+        type=non_negative_int,
+        metavar="EVALS",
+        help="stop after EVALS evaluations in a row without a better validation -ELBO and keep "
+        "the best weights (needs --valid-size; 0: off, the default)",
+    )
+    g.add_argument(
+        "--keep-best",
+        type=positive_int,
+        metavar="K",
+        help="keep the weights of the K best validation epochs in RUN/best/ (default 1: "
+        "best.safetensors only)",
+    )
     g.add_argument(
         "--time-budget",
         type=duration,
@@ -303,6 +357,19 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--threads", type=thread_count, help="CPU threads (0: torch's default)")
     g.add_argument("--n-samples", type=image_count, help="prior samples in samples.png")
+    show_config_defaults(p)
+
+
+def show_config_defaults(p: argparse.ArgumentParser) -> None:
+    """Give every config flag the default config's value for --help to show (its parsed
+    default stays None: a flag left unset keeps the preset's or --config's value)."""
+    from vaekit.config import RunConfig
+
+    reference = RunConfig().to_dict()
+    for action in p._actions:
+        if action.dest in TRAIN_OVERRIDES:
+            section, field = TRAIN_OVERRIDES[action.dest]
+            action.shown_default = (reference[section] if section else reference).get(field)
 
 
 def build_train_config(args: argparse.Namespace):
@@ -350,6 +417,12 @@ def add_own_data_arguments(g: argparse._ArgumentGroup) -> None:
         "--color", choices=["auto", "grayscale", "rgb"], help="image folders: colour mode (auto)"
     )
     g.add_argument("--resize", type=image_size, metavar="HxW", help="image folders: resize to HxW")
+    g.add_argument(
+        "--cache",
+        choices=["auto", "on", "off"],
+        help="image folders, .npy: decode once into a memory-mapped file under $VAEKIT_CACHE "
+        "(auto: above 20,000 images or 512 MiB)",
+    )
     g.add_argument("--label-column", metavar="NAME", help="CSV: the column of labels")
     g.add_argument("--id-column", metavar="NAME", help="CSV: the column of ids")
 
@@ -369,23 +442,30 @@ def own_data_config(raw: dict, args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from vaekit.cli.args import written_since
     from vaekit.training.fit import train
 
+    started = time.time()
+
     if args.resume:
-        extendable = ("epochs", "time_budget")
+        extendable = ("epochs", "time_budget", "steps", "early_stop")
         given = [f for f in TRAIN_OVERRIDES if f not in extendable and getattr(args, f) is not None]
         if args.config or args.preset or args.out or given:
             raise ConfigError(
-                "--resume continues a run with its own config; only --epochs and "
-                "--time-budget may change"
+                "--resume continues a run with its own config; only --epochs, --time-budget, "
+                "--steps and --early-stop may change"
             )
         config = None
-        if args.epochs or args.time_budget:
+        if any(getattr(args, f) is not None for f in extendable):
             from vaekit.config.runs import RunFolder
 
             config = RunFolder(args.resume).load_config()
-            config.train.epochs = args.epochs or config.train.epochs
-            config.train.time_budget = args.time_budget or config.train.time_budget
+            for flag in extendable:
+                section, key = TRAIN_OVERRIDES[flag]
+                if getattr(args, flag) is not None:
+                    setattr(config.train, key, getattr(args, flag))
         run = train(config, resume=args.resume, progress=not args.quiet)
     else:
         run = train(build_train_config(args), run_dir=args.out, progress=not args.quiet)
@@ -394,9 +474,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(final_line(run.final, run.config.model.likelihood, run.config.data.kind or "image"))
     if "warning" in run.final:
         print(f"warning: {run.final['warning']}")
-    table = run.config.data.kind == "table"
-    pictures = "feature_reconstructions.png" if table else "samples.png, reconstructions.png"
-    print(f"run folder: {run.path}  ({pictures}, latent.png, loss_curves.png)")
+    print(f"run folder: {run.path}  ({', '.join(written_since(run.path, started))})")
     if args.report:
         from vaekit.apps.report import write_report
 
@@ -412,7 +490,8 @@ def final_line(final: dict, likelihood: str, kind: str = "image") -> str:
             f"test reconstruction MSE {final['test_mse']:.5f} per pixel on [0,1] intensities "
             f"(no ELBO for this model) after {final['epoch']} epochs"
         )
-    density = "" if likelihood == "bernoulli" else f", {likelihood} log-density"
+    discrete = likelihood in ("bernoulli", "discretized-logistic")  # probabilities, not densities
+    density = "" if discrete else f", {likelihood} log-density"
     terms = f"reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}"
     if kind != "image":
         return (
