@@ -13,7 +13,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from vaekit.core.errors import VaekitError
+from vaekit.core.errors import ConfigError, VaekitError
+
+# Commands that do not handle sequence runs yet (docs/sequences.md): a one-line error.
+NOT_FOR_SEQUENCES = ("interpolate", "traverse", "manifold", "report", "denoise", "export")
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,10 +53,26 @@ def make_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=Parser, dest="command"
+    )
     for add in _commands():
         add(sub)
     return parser
+
+
+def refuse_sequence_run(args: argparse.Namespace) -> None:
+    """A ConfigError if the command is in NOT_FOR_SEQUENCES and its run is a sequence run."""
+    run = getattr(args, "run", None)
+    if args.command not in NOT_FOR_SEQUENCES or run is None:
+        return
+    from vaekit.config.runs import RunFolder
+
+    folder = RunFolder(run)
+    if folder.config_path.is_file() and folder.load_config().data.kind == "sequence":
+        raise ConfigError(
+            f"{run}: vaekit {args.command} does not handle sequence runs yet (docs/sequences.md)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        refuse_sequence_run(args)
         return command(args)
     except VaekitError as err:
         if args.debug:

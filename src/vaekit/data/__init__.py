@@ -1,6 +1,6 @@
 """Datasets: loaders for built-in and user data, all yielding in-memory tensors."""
 
-from . import arrays, binarized_mnist, folder, mnist, tables  # noqa: F401  (registers the loaders)
+from . import arrays, binarized_mnist, folder, mnist, sequences, tables  # noqa: F401  (registers)
 from .batches import BatchIterator
 from .datasets import Dataset, DataSplits
 from .registry import DATASETS, load_data, register_dataset

@@ -7,7 +7,7 @@ With `world_size` > 1 each rank takes a disjoint shard of every epoch's permutat
 
 `x` may be uint8 pixels (a Dataset's storage): each batch is sliced first and then
 converted to float32 in [0, 1] where it lies (on the device when x is there), so the
-whole set is never held as float32.
+whole set is never held as float32; token ids (int8/16/32) become int64 the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from vaekit.data.datasets import as_float
+from vaekit.data.datasets import as_input
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -25,7 +25,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class BatchIterator:
-    """Iterate (x, y) batches of a dataset held as tensors; x batches are float32."""
+    """Iterate (x, y) batches of a dataset held as tensors; x batches are float32 (token
+    ids: int64)."""
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class BatchIterator:
                 idx = order[start : start + self.batch_size]
                 x = self.x.index_select(0, idx)
                 y = None if self.y is None else self.y.index_select(0, idx)
-            yield as_float(x), y  # uint8 (B, ...) -> float32 after slicing
+            yield as_input(x), y  # uint8 (B, ...) -> float32, token ids -> int64, after slicing
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return self.epoch(0)

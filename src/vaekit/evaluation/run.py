@@ -14,7 +14,6 @@ always give the same numbers (and training's own random stream is untouched).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from vaekit.evaluation.metrics import (
     ACTIVE_UNIT_THRESHOLD,
     classification_accuracy,
     collapse_warning,
+    data_dims,
     evaluate_elbo,
     iwae_bounds,
     latent_means,
@@ -39,6 +39,7 @@ from vaekit.evaluation.metrics import (
     reconstruction_mse,
 )
 from vaekit.evaluation.quality import feature_classifier, sample_quality
+from vaekit.evaluation.sequences import exact_match_rate
 from vaekit.models.loading import open_run
 
 MAX_QUALITY_SAMPLES = 10_000
@@ -49,6 +50,8 @@ UNITS = {
     "reconstruction_mse": "squared error per pixel, intensities in [0, 1]",
     "accuracies, precision, recall": "fractions of the examples counted in n_*",
     "frechet_distance": "squared units of the feature classifier's 128-d feature space",
+    "nats_per_token": "sequences: nats per sequence / mean tokens per sequence (<eos> counted)",
+    "exact_match": "sequences: share reproduced token for token by greedy decoding of E[z|x]",
 }
 MIN_QUALITY_SAMPLES = 10  # fewer images give no meaningful covariance or k-NN radii
 # unlabelled datasets whose sample quality is measured with a labelled relative's classifier
@@ -142,8 +145,8 @@ def evaluate_run(
         "dataset": splits.name,
         "split": split,
         "n_examples": len(evaluated),
-        "kind": evaluated.kind,  # image | table: tables have no bits/dim
-        "data_dims": math.prod(evaluated.shape),
+        "kind": evaluated.kind,  # image | table | sequence: only images have bits/dim
+        "data_dims": data_dims(evaluated),  # sequences: mean tokens per sequence
         "binarization": binarization_note(
             splits.name, binarize, getattr(model.likelihood, "name", "bernoulli")
         ),
@@ -154,7 +157,7 @@ def evaluate_run(
     if model.has_elbo:
         report |= elbo_sections(model, evaluated, batch_size, seed)
         report["iwae"] = iwae_bounds(model, evaluated, ks, seed, progress=progress)
-    report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
+    report |= reconstruction_section(model, evaluated, batch_size)
     report["classification"] = None  # models with a classifier (M2) report its accuracy
     if model.can_classify and evaluated.y is not None:
         report["classification"] = classification_accuracy(
@@ -164,7 +167,9 @@ def evaluate_run(
     if probes:
         report["probes"] = probe_section(model, splits, evaluated, binarize, batch_size)
     report["sample_quality"] = None
-    if quality:
+    if quality and evaluated.kind == "sequence":
+        report["sample_quality"] = {"skipped": "image quality metrics; for molecules see sample"}
+    elif quality:
         report["sample_quality"] = _sample_quality(
             model, splits, evaluated, config, binary, n_samples, seed, progress
         )
@@ -174,6 +179,14 @@ def evaluate_run(
     if json_path is not None:
         atomic_write_text(Path(json_path), text)
     return report
+
+
+def reconstruction_section(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, Any]:
+    """How well the model reconstructs `data`: the squared error per value, or for
+    sequences the exact-match rate of greedy decoding."""
+    if data.kind == "sequence":
+        return {"reconstruction_mse": None, "reconstruction": exact_match_rate(model, data)}
+    return {"reconstruction_mse": reconstruction_mse(model, data, batch_size)}
 
 
 def elbo_sections(
@@ -190,7 +203,11 @@ def elbo_sections(
         "warning": collapse_warning(elbo),
     }
     return {
-        "elbo": {key: elbo[key] for key in ("neg_elbo", "recon", "kl", "bits_per_dim")},
+        "elbo": {
+            key: elbo[key]
+            for key in ("neg_elbo", "recon", "kl", "bits_per_dim", "nats_per_token")
+            if key in elbo
+        },
         "latent": latent,
     }
 
@@ -229,15 +246,18 @@ Row = tuple[str, str, str, str]  # quantity, value, unit, what it is computed fr
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a table: quantity, value, unit, and the samples behind each number."""
-    noun = "images" if report.get("kind", "image") == "image" else "examples"
+    noun = {"image": "images", "sequence": "sequences"}.get(report.get("kind", "image"), "examples")
     images = f"{report['n_examples']} {report['split']} {noun}"
+    dims = f"{report['data_dims']} dims"
+    if noun == "sequences":
+        dims = f"{report['data_dims']:.1f} tokens on average"
     rows = _elbo_rows(report, images) + _iwae_rows(report, images) + _other_rows(report, images)
     if noun != "images":  # bits/dim is an image unit: a table reports nats per example
         rows = [row for row in rows if row[2] != "bits/dim"]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         f"{report['dataset']}, {report['split']} split: {report['n_examples']} {noun} of "
-        f"{report['data_dims']} dims; binarisation: {report['binarization']}",
+        f"{dims}; binarisation: {report['binarization']}",
         "",
     ]
     for quantity, value, unit, basis in rows:
@@ -257,8 +277,12 @@ def _elbo_rows(report: dict[str, Any], images: str) -> list[Row]:
     if elbo is None:
         return [("-ELBO, IWAE bound, KL", "skipped", "", "the model defines no likelihood bound")]
     basis = f"{images}, 1 posterior sample each"
+    per_token = []
+    if "nats_per_token" in elbo:
+        per_token = [("-ELBO", f"{elbo['nats_per_token']:.4f}", "nats/token", basis)]
     return [
         ("-ELBO", f"{elbo['neg_elbo']:.2f}", "nats/example", basis),
+        *per_token,
         ("  reconstruction -E_q[log p(x|z)]", f"{elbo['recon']:.2f}", "nats/example", basis),
         ("  KL(q(z|x) || p(z))", f"{elbo['kl']:.2f}", "nats/example", f"{images}, closed form"),
         ("-ELBO", f"{elbo['bits_per_dim']:.4f}", "bits/dim", basis),
@@ -275,18 +299,24 @@ def _iwae_rows(report: dict[str, Any], images: str) -> list[Row]:
     rows = []
     for row in report["iwae"] or []:
         basis = f"{images} x {row['k']} importance sample{'s' if row['k'] > 1 else ''}"
-        basis += f", +-{row['stderr']:.2f} s.e. over images"
+        basis += f", +-{row['stderr']:.2f} s.e. over {images.rsplit(' ', 1)[-1]}"
         if "seconds" in row:
             basis += f" ({row['seconds']:.0f} s for all k)"
         quantity = f"NLL, IWAE bound k={row['k']}"
         rows.append((quantity, f"{row['nll']:.2f}", "nats/example", basis))
         rows.append((quantity, f"{row['bits_per_dim']:.4f}", "bits/dim", ""))
+        if "nats_per_token" in row:
+            rows.append((quantity, f"{row['nats_per_token']:.4f}", "nats/token", ""))
     return rows
 
 
 def _other_rows(report: dict[str, Any], images: str) -> list[Row]:
-    mse = f"{report['reconstruction_mse']:.5f}"
-    rows = [("reconstruction MSE (posterior mean)", mse, "per pixel, [0,1]", images)]
+    if report.get("reconstruction"):  # sequences
+        rate = f"{report['reconstruction']['exact_match']:.2%}"
+        rows = [("exact match, greedy decoding of E[z|x]", rate, "of sequences", images)]
+    else:
+        mse = f"{report['reconstruction_mse']:.5f}"
+        rows = [("reconstruction MSE (posterior mean)", mse, "per pixel, [0,1]", images)]
     if report.get("classification"):
         accuracy = f"{report['classification']['accuracy']:.2%}"
         rows.append(("classifier q(y|x) accuracy", accuracy, "of images", images))
