@@ -87,11 +87,11 @@ class Vocabulary:
         return len(self.tokens)
 
     @property
-    def dtype(self) -> torch.dtype:
+    def dtype(self) -> np.dtype:
         """The smallest signed integer type holding every id (int8 up to 128 tokens)."""
-        for dtype in (torch.int8, torch.int16, torch.int32):
-            if len(self) <= torch.iinfo(dtype).max + 1:
-                return dtype
+        for dtype in (np.int8, np.int16, np.int32):
+            if len(self) <= np.iinfo(dtype).max + 1:
+                return np.dtype(dtype)
         raise DataError(f"a vocabulary of {len(self)} tokens is too large")
 
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -118,11 +118,6 @@ def vocabulary_of(config: DataConfig) -> Vocabulary:
 def token_counts(storage: torch.Tensor) -> torch.Tensor:
     """Tokens of each stored sequence, its <eos> included: (N,) int64."""
     return (storage != PAD).sum(1)
-
-
-def is_token_storage(x: torch.Tensor) -> bool:
-    """Whether `x` holds token ids: a signed integer tensor (pixels are uint8)."""
-    return not x.is_floating_point() and x.dtype not in (torch.uint8, torch.bool)
 
 
 def is_molecules(config: DataConfig) -> bool:
@@ -332,7 +327,7 @@ def encode_chars(split: Split, vocabulary: Vocabulary, width: int) -> np.ndarray
     for k, token in enumerate(vocabulary.tokens[len(SPECIALS) :], start=len(SPECIALS)):
         table[ord(token)] = k
     table[0] = PAD
-    ids = np.zeros((len(split.tokens), width), dtype=np.int64)
+    ids = np.zeros((len(split.tokens), width), dtype=vocabulary.dtype)
     for start, codes in chunks(split.texts.texts):
         known = codes < len(table)
         part = np.where(known, table[np.where(known, codes, 0)], -1)
@@ -347,7 +342,7 @@ def encode_chars(split: Split, vocabulary: Vocabulary, width: int) -> np.ndarray
 def encode_symbols(split: Split, vocabulary: Vocabulary, width: int) -> np.ndarray:
     """Symbol-list ids (N, width), 0-padded, without <eos>."""
     lookup = {token: k for k, token in enumerate(vocabulary.tokens) if k >= len(SPECIALS)}
-    ids = np.zeros((len(split.tokens), width), dtype=np.int64)
+    ids = np.zeros((len(split.tokens), width), dtype=vocabulary.dtype)
     for i, row in enumerate(split.tokens):
         try:
             ids[i, : len(row)] = [lookup[symbol] for symbol in row]
@@ -363,7 +358,7 @@ def encode(split: Split, vocabulary: Vocabulary, width: int) -> torch.Tensor:
     else:
         ids = encode_chars(split, vocabulary, width)
     ids[np.arange(len(ids)), split.lengths] = EOS
-    return torch.from_numpy(ids).to(vocabulary.dtype)
+    return torch.from_numpy(ids)
 
 
 def recorded_vocabulary(training: Split, config: DataConfig) -> Vocabulary:
