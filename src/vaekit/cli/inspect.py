@@ -242,11 +242,12 @@ def run_summary(path: Path) -> dict[str, Any]:
     run = open_run(path)
     config, model = run.config, run.model
     metrics = run.folder.read_metrics()
+    arch = "gru" if config.model.name == "seqvae" else config.model.arch  # seqvae: recurrent
     return {
         "run": str(path),
         "preset": config.preset,
         "dataset": config.data.name,
-        "model": f"{config.model.name} ({config.model.arch} {config.model.hidden}, z={config.model.latent_dim})",
+        "model": f"{config.model.name} ({arch} {config.model.hidden}, z={config.model.latent_dim})",
         "likelihood": config.model.likelihood,
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs_done": metrics[-1]["epoch"] if metrics else 0,
