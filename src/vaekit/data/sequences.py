@@ -26,8 +26,8 @@ dtype alone tells token ids (integers, converted to int64 per batch) from 8-bit 
 Limits: a sequence may hold at most `data.max_length` tokens (default 120, without <eos>);
 a longer one is an error naming its line (raise --max-length, or shorten the line): a
 dropped line would silently change the data. Tokenising is vectorised for characters (a
-code-point lookup table over chunks of lines: the 1.58M MOSES SMILES take about 3 s);
-SELFIES encoding runs the `selfies` package once per molecule (about 0.15 ms each).
+code-point lookup table over chunks of lines: the 1.58M MOSES SMILES take 2-7 s on 2
+shared cores); SELFIES encoding runs the `selfies` package once per molecule (about 0.15 ms each).
 """
 
 from __future__ import annotations
