@@ -66,6 +66,16 @@ def tiny_run(synth: DataSplits, tmp_path_factory: pytest.TempPathFactory) -> vae
     return vaekit.train(tiny_config(), path, progress=False, data=synth)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module (restored after): tiny GRUs gain nothing from a
+    second one, and on cores busy with other work thread hand-offs cost 10-30x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mnist() -> DataSplits:
     """The full built-in MNIST (loaded once: about 2 s)."""

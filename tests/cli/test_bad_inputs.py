@@ -375,7 +375,7 @@ CASES = [
     Case("data: binarized MNIST corrupt", lambda tmp, good: ["train", "--dataset", "binarized-mnist", "--data-path", write_amat(tmp), "--out", tmp / "o"], ("binarized_mnist_train.amat", "checksum")),
     # --- your own data: image folders, CSV tables, arrays --------------------------------------
     Case("own data: path not found", cli("train", "--data", "{tmp}/absent.csv"), ("{tmp}/absent.csv", "not found")),
-    Case("own data: unknown format", own_file("data.txt", "1 2 3\n"), ("{tmp}/data.txt", "unknown data format '.txt'")),
+    Case("own data: unknown format", own_file("data.docx", "1 2 3\n"), ("{tmp}/data.docx", "unknown data format '.docx'")),
     Case("own data: test fraction 1.5", lambda tmp, good: own_file("t.csv", CSV)(tmp, good) + ["--test-fraction", "1.5"], ("test_fraction", "between 0 and 1")),
     Case("folder: an image that does not decode", image_folder(8, 8, junk=True), ("{tmp}/images/im9.png", "not a readable image")),
     Case("folder: images of two sizes", image_folder(8, 8, 6), ("{tmp}/images/im2.png", "6x6", "8x8")),

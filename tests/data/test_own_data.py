@@ -273,17 +273,20 @@ def test_runs_recording_tables_as_1x1xD_images_still_load():
 
 # --- --data PATH --------------------------------------------------------------------------
 def test_data_path_picks_the_loader(tmp_path):
-    for name in ("a.csv", "a.tsv", "a.npy", "a.npz", "a.txt"):
+    names = ("a.csv", "a.tsv", "a.npy", "a.npz", "a.txt", "a.smi", "a.docx")
+    for name in names:
         (tmp_path / name).write_text("")
-    assert [dataset_for_path(tmp_path / n) for n in ("a.csv", "a.tsv", "a.npy", "a.npz")] == [
+    assert [dataset_for_path(tmp_path / n) for n in names[:-1]] == [
         "csv",
         "csv",
         "array",
         "array",
+        "sequences",
+        "sequences",
     ]
     assert dataset_for_path(tmp_path) == "folder"
-    with pytest.raises(DataError, match="unknown data format '.txt'"):
-        dataset_for_path(tmp_path / "a.txt")
+    with pytest.raises(DataError, match="unknown data format '.docx'"):
+        dataset_for_path(tmp_path / "a.docx")
     with pytest.raises(DataError, match="not found"):
         dataset_for_path(tmp_path / "missing.csv")
 

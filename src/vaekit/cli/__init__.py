@@ -17,7 +17,10 @@ import re
 import sys
 from collections.abc import Callable
 
-from vaekit.core.errors import VaekitError
+from vaekit.core.errors import ConfigError, VaekitError
+
+# Commands that do not handle sequence runs yet (docs/sequences.md): a one-line error.
+NOT_FOR_SEQUENCES = ("interpolate", "traverse", "manifold", "report", "denoise", "export")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -120,7 +123,9 @@ def make_parser() -> Parser:
         help="import MODULE first, e.g. one that calls vaekit.register_network (repeatable; "
         f"also ${PLUGINS_ENV}, comma-separated)",
     )
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=Parser, dest="command"
+    )
     for add in _commands():
         add(sub)
     return parser
@@ -152,6 +157,20 @@ def load_plugins(argv: list[str]) -> None:
             raise VaekitError(f"plugin {name!r} could not be imported: {err}") from None
 
 
+def refuse_sequence_run(args: argparse.Namespace) -> None:
+    """A ConfigError if the command is in NOT_FOR_SEQUENCES and its run is a sequence run."""
+    run = getattr(args, "run", None)
+    if args.command not in NOT_FOR_SEQUENCES or run is None:
+        return
+    from vaekit.config.runs import RunFolder
+
+    folder = RunFolder(run)
+    if folder.config_path.is_file() and folder.load_config().data.kind == "sequence":
+        raise ConfigError(
+            f"{run}: vaekit {args.command} does not handle sequence runs yet (docs/sequences.md)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status. Output into a closed pipe (`vaekit info --json |
     head`) ends the command quietly, with the status of a process killed by SIGPIPE."""
@@ -181,6 +200,7 @@ def run_command_line(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        refuse_sequence_run(args)
         return command(args)
     except VaekitError as err:
         if args.debug:

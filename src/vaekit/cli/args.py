@@ -224,3 +224,11 @@ def unit_fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def unit_interval(text: str) -> float:
+    """A share in [0, 1): 0 allowed (off), 1 not (nothing left)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 1, got {text}")
+    return value

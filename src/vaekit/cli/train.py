@@ -20,6 +20,7 @@ from vaekit.cli.args import (
     seed,
     thread_count,
     unit_fraction,
+    unit_interval,
 )
 from vaekit.core.errors import ConfigError
 
@@ -35,6 +36,9 @@ TRAIN_OVERRIDES = {
     "cache": ("data", "cache"),
     "label_column": ("data", "label_column"),
     "id_column": ("data", "id_column"),
+    "column": ("data", "sequence_column"),
+    "tokens": ("data", "tokens"),
+    "max_length": ("data", "max_length"),
     "denoise": ("train", "denoise"),
     "perturb": ("train", "perturb"),
     "binarize": ("data", "binarize"),
@@ -56,6 +60,8 @@ TRAIN_OVERRIDES = {
     "alpha": ("model", "alpha"),
     "label_repeat": ("model", "label_repeat"),
     "classifier_hidden": ("model", "classifier_hidden"),
+    "embedding_dim": ("model", "embedding_dim"),
+    "word_dropout": ("model", "word_dropout"),
     "features": ("model", "features"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
@@ -219,6 +225,15 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=int_list,
         metavar="SIZES",
         help="m2: dense layers of the classifier q(y|x) (default: --hidden)",
+    )
+    g.add_argument(
+        "--embedding-dim", type=layer_size, metavar="D", help="seqvae: token embedding size (32)"
+    )
+    g.add_argument(
+        "--word-dropout",
+        type=unit_interval,
+        metavar="RATE",
+        help="seqvae: share of the decoder's input tokens replaced by <unk> in training (0)",
     )
     g.add_argument(
         "--features",
@@ -393,8 +408,10 @@ def build_train_config(args: argparse.Namespace):
         raw["model"].update(features=str(Path(args.features).resolve()), features_model=None)
     if args.data:
         own_data_config(raw, args)
-    if args.dataset or args.data_path or args.data:
+    if args.dataset or args.data_path or args.data or args.tokens or args.max_length:
         raw["data"]["shape"] = None  # a different dataset may have another shape
+        raw["data"]["vocabulary"] = raw["model"]["vocab_size"] = None  # and other tokens
+    sequence_defaults(raw, args)
     if args.name is None and raw["name"] == "vae-mnist":
         raw["name"] = f"{raw['model']['name']}-{raw['data']['name']}"
     return RunConfig.from_dict(raw)
@@ -425,6 +442,21 @@ def add_own_data_arguments(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--label-column", metavar="NAME", help="CSV: the column of labels")
     g.add_argument("--id-column", metavar="NAME", help="CSV: the column of ids")
+    g.add_argument(
+        "--column", metavar="NAME", help="CSV: the column of sequences (SMILES, text) to train on"
+    )
+    g.add_argument(
+        "--tokens",
+        choices=["char", "selfies"],
+        help="sequences: characters (default) or SELFIES symbols (molecules; needs the "
+        "molecules extra)",
+    )
+    g.add_argument(
+        "--max-length",
+        type=positive_int,
+        metavar="N",
+        help="sequences: the most tokens a sequence may hold; longer is an error (120)",
+    )
 
 
 def own_data_config(raw: dict, args: argparse.Namespace) -> None:
@@ -437,8 +469,25 @@ def own_data_config(raw: dict, args: argparse.Namespace) -> None:
     data["name"] = dataset_for_path(args.data)
     data["path"] = str(Path(args.data).resolve())  # the run works from any folder
     data.update(columns=None, center=None, scale=None)  # statistics of the new table
+    if args.column:  # a CSV column of sequences, not a table of features
+        data["name"] = "sequences"
     if data["name"] == "csv" and args.likelihood is None:
         raw["model"]["likelihood"] = "gaussian-perdim"
+
+
+def sequence_defaults(raw: dict, args: argparse.Namespace) -> None:
+    """Sequence data trains model seqvae unless another model is asked for, with the
+    seqvae's own default sizes where no flag, preset or config names them."""
+    from vaekit.data.sequences import SEQUENCE_DATASETS
+    from vaekit.models.seqvae import DEFAULT_SIZES
+
+    sequences = raw["data"]["name"] in SEQUENCE_DATASETS
+    if sequences and args.model is None and raw["model"]["name"] == "vae":
+        raw["model"]["name"] = "seqvae"
+    if raw["model"]["name"] == "seqvae" and not (args.config or args.preset):
+        for key, value in DEFAULT_SIZES.items():
+            if getattr(args, key) is None:
+                raw["model"][key] = value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -468,7 +517,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                     setattr(config.train, key, getattr(args, flag))
         run = train(config, resume=args.resume, progress=not args.quiet)
     else:
-        run = train(build_train_config(args), run_dir=args.out, progress=not args.quiet)
+        from vaekit.data.sequences import SEQUENCE_DATASETS
+
+        config = build_train_config(args)
+        if args.report and config.data.name in SEQUENCE_DATASETS:
+            raise ConfigError("--report does not handle sequence runs yet (docs/sequences.md)")
+        run = train(config, run_dir=args.out, progress=not args.quiet)
     if run.rank != 0:  # under torchrun, rank 0 reports
         return 0
     print(final_line(run.final, run.config.model.likelihood, run.config.data.kind or "image"))
@@ -493,6 +547,11 @@ def final_line(final: dict, likelihood: str, kind: str = "image") -> str:
     discrete = likelihood in ("bernoulli", "discretized-logistic")  # probabilities, not densities
     density = "" if discrete else f", {likelihood} log-density"
     terms = f"reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f}"
+    if kind == "sequence":
+        return (
+            f"test -ELBO {final['test_neg_elbo']:.2f} nats per sequence ({terms}; "
+            f"{final['test_nats_per_token']:.4f} nats per token) after {final['epoch']} epochs"
+        )
     if kind != "image":
         return (
             f"test -ELBO {final['test_neg_elbo']:.2f} nats per example ({terms}{density}) "

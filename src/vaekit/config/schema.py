@@ -35,7 +35,8 @@ class DataConfig:
     limit_test: int | None = None
     valid_size: int = 0  # hold out the last N training examples as a validation split
     shape: list[int] | None = None  # (C, H, W) or (D,) of one example; recorded at training
-    kind: str | None = None  # image | table: what an example is; recorded when training starts
+    kind: str | None = None  # image | table | sequence: what an example is; recorded when
+    # training starts
     # own data (name folder | array | csv, path the folder or file; docs/own-data.md)
     test_fraction: float = 0.1  # data without a split of its own: seeded random test share
     split_seed: int = 0
@@ -50,6 +51,13 @@ class DataConfig:
     center: list[float] | None = None  # csv: training-split means; recorded when training starts
     scale: list[float] | None = None  # csv: training-split standard deviations; recorded too
     fingerprint: str | None = None  # memory (data given from Python): SHA-256 of its splits
+    # sequences (data.name sequences | moses; docs/sequences.md): tokens char | selfies, the
+    # most tokens a sequence may hold, the CSV column of sequences, and the token of each id,
+    # recorded when training starts
+    tokens: str = "char"
+    max_length: int = 120
+    sequence_column: str | None = None
+    vocabulary: list[str] | None = None
 
 
 @dataclass
@@ -80,6 +88,12 @@ class ModelConfig:
     # of the posteriors of prior_components learned pseudo-inputs; model vamp implies it
     prior: str = "normal"
     prior_components: int = 500
+    # seqvae (recurrent, docs/sequences.md): hidden = [encoder GRU size, decoder GRU layer
+    # sizes...]; token embedding size; share of the decoder's input tokens replaced by <unk>
+    # in training (Bowman et al. 2016); vocabulary size, recorded when training starts
+    embedding_dim: int = 32
+    word_dropout: float = 0.0
+    vocab_size: int | None = None
 
 
 @dataclass
@@ -247,7 +261,11 @@ class RunConfig:
             or (len(self.data.shape) in (1, 3) and min(self.data.shape) >= 1),
             "data.shape must be three positive sizes (C, H, W) or one (D,)",
         )
-        _check(self.data.kind in (None, "image", "table"), "data.kind must be image or table")
+        _check(
+            self.data.kind in (None, "image", "table", "sequence"),
+            "data.kind must be image, table or sequence",
+        )
+        self.validate_sequences()
         for limit in ("limit_train", "limit_test"):
             value = getattr(self.data, limit)
             _check(value is None or value >= 1, f"data.{limit} must be >= 1")
@@ -257,6 +275,27 @@ class RunConfig:
             f"({FORMAT_VERSION}); upgrade vaekit",
         )
         return self
+
+    def validate_sequences(self) -> None:
+        """The options of sequence data and the seqvae model."""
+        _check(self.data.tokens in ("char", "selfies"), "data.tokens must be char or selfies")
+        _check(self.data.max_length >= 1, "data.max_length must be >= 1")
+        _check(self.model.embedding_dim >= 1, "model.embedding_dim must be >= 1")
+        _check(0 <= self.model.word_dropout < 1, "model.word_dropout must be in [0, 1)")
+        _check(
+            self.model.vocab_size is None or self.model.vocab_size >= 5,
+            "model.vocab_size must be >= 5 (the 4 special tokens and one more)",
+        )
+        if self.model.name == "seqvae":
+            _check(
+                not (self.train.denoise or self.train.perturb or self.data.binarize != "none"),
+                "model seqvae: denoising, perturbation and binarisation apply to images only",
+            )
+            _check(
+                len(self.model.hidden) >= 1 and len(set(self.model.hidden[1:])) <= 1,
+                "model seqvae: model.hidden is [encoder size, decoder layer sizes...] and the "
+                "decoder's layers must be of one size, e.g. 256,512,512",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

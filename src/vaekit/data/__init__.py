@@ -1,7 +1,15 @@
 """Datasets: loaders for built-in and user data, yielding tensors (in memory, or memory-mapped
 from the cache of a large folder)."""
 
-from . import arrays, binarized_mnist, folder, memory, mnist, tables  # noqa: F401  (registers the loaders)
+from . import (  # noqa: F401  (registers the loaders)
+    arrays,
+    binarized_mnist,
+    folder,
+    memory,
+    mnist,
+    sequences,
+    tables,
+)
 from .batches import BatchIterator
 from .datasets import Dataset, DataSplits
 from .registry import DATASETS, load_data, register_dataset

@@ -40,7 +40,7 @@ from vaekit.data.cache import (
     row_chunks,
     wants_cache,
 )
-from vaekit.data.datasets import Dataset, DataSplits, as_float, channels_first, kind_of
+from vaekit.data.datasets import Dataset, DataSplits, as_input, channels_first, kind_of
 from vaekit.data.limits import check_fits_memory, declared_bytes
 from vaekit.data.registry import dataset_for_path, register_dataset
 
@@ -56,11 +56,12 @@ class Items:
     classes: list[str] | None
     source: str
     test_mask: torch.Tensor | None = None  # bool (N,): the data's own test split, if any
+    vocabulary: list[str] | None = None  # sequences: the token of each id
 
     @property
     def x(self) -> torch.Tensor:
-        """Every example as float32 (uint8 pixels read as x / 255)."""
-        return as_float(self.storage)
+        """Every example as float32 (uint8 pixels read as x / 255; token ids as int64)."""
+        return as_input(self.storage)
 
     @x.setter
     def x(self, value: torch.Tensor) -> None:
@@ -68,7 +69,7 @@ class Items:
 
     @property
     def kind(self) -> str:
-        """ "image" (examples (C, H, W)) or "table" (examples (D,))."""
+        """ "image" (examples (C, H, W)), "table" (examples (D,)) or "sequence" (token ids)."""
         return kind_of(self.storage)
 
     def subset(self, index: torch.Tensor) -> Items:
@@ -77,7 +78,7 @@ class Items:
         rows = as_slice(index)
         y = None if self.y is None else self.y[rows]
         ids = [self.ids[i] for i in index.tolist()]
-        return Items(self.storage[rows], y, ids, self.classes, self.source)
+        return Items(self.storage[rows], y, ids, self.classes, self.source, None, self.vocabulary)
 
     def label_names(self) -> list[str] | None:
         """Each example's label as text (its class name where there are names)."""
@@ -147,7 +148,7 @@ def split_items(items: Items, config: DataConfig, name: str) -> DataSplits:
         if len(part.storage) == 0:
             raise DataError(f"{items.source}: the {split} split is empty")
     train, test = (parts[k].dataset(f"{name}/{k}") for k in ("train", "test"))
-    return DataSplits(train, test, name, items.source, items.classes)
+    return DataSplits(train, test, name, items.source, items.classes, vocabulary=items.vocabulary)
 
 
 def own_data(name: str, suffixes: tuple[str, ...]) -> Callable[[Reader], Reader]:
@@ -155,7 +156,9 @@ def own_data(name: str, suffixes: tuple[str, ...]) -> Callable[[Reader], Reader]
 
     def add(reader: Reader) -> Reader:
         READERS[name] = reader
-        register_dataset(name, suffixes)(lambda config: split_items(reader(config), config, name))
+        register_dataset(name, suffixes)(
+            lambda config: split_items(read_items(config), config, name)
+        )
         return reader
 
     return add

@@ -7,8 +7,9 @@ With `world_size` > 1 each rank takes a disjoint shard of every epoch's permutat
 
 `x` may be uint8 pixels (a Dataset's storage): each batch is sliced first and then
 converted to float32 in [0, 1] where it lies (on the device when x is there), so the
-whole set is never held as float32. `x` may also be a memory-mapped cache (data/cache.py),
-whose pages are dropped from the process after every RELEASE_BYTES read.
+whole set is never held as float32; token ids (int8/16/32) become int64 the same way.
+`x` may also be a memory-mapped cache (data/cache.py), whose pages are dropped from the
+process after every RELEASE_BYTES read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 import torch
 
 from vaekit.data.cache import RELEASE_BYTES, release_pages
-from vaekit.data.datasets import as_float
+from vaekit.data.datasets import as_input
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -27,7 +28,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class BatchIterator:
-    """Iterate (x, y) batches of a dataset held as tensors; x batches are float32."""
+    """Iterate (x, y) batches of a dataset held as tensors; x batches are float32 (token
+    ids: int64)."""
 
     def __init__(
         self,
@@ -71,7 +73,7 @@ class BatchIterator:
                 idx = order[start : start + self.batch_size]
                 x = self.x.index_select(0, idx)
                 y = None if self.y is None else self.y.index_select(0, idx)
-            batch = as_float(x)  # uint8 (B, ...) -> float32 after slicing
+            batch = as_input(x)  # uint8 (B, ...) -> float32, token ids -> int64, after slicing
             read += x.nbytes
             if read >= RELEASE_BYTES:  # resident memory stays flat (data/cache.py)
                 release_pages(self.x)

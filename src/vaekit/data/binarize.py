@@ -33,6 +33,8 @@ def binarization_note(dataset: str, binarize: str, likelihood: str = "bernoulli"
         return "static (the fixed binarisation of Larochelle & Murray)"
     if binarize == "dynamic":
         return f"dynamic (evaluation images binarised once, Bernoulli draws with seed {BINARIZE_TEST_SEED})"
+    if likelihood == "categorical":  # token sequences: exact probabilities of discrete data
+        return "none (token sequences; categorical probabilities, an exact log-likelihood)"
     if likelihood == "bernoulli":
         return (
             "none (grey levels in [0,1]; the Bernoulli term is a cross-entropy, not a likelihood)"

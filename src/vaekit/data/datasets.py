@@ -6,8 +6,10 @@ access (small call sites such as `data.test.x[:32]`), `BatchIterator` converts e
 after slicing, so a trainer never holds a float copy of its training set. The conversion
 `uint8.to(float32).div_(255.0)` is the one the loaders always used: bit-identical values.
 
-A dataset knows its kind: "image" (examples (C, H, W)) or "table" (examples (D,)), so
-every later stage asks the kind rather than guessing from the shape.
+A dataset knows its kind: "image" (examples (C, H, W)), "table" (examples (D,)) or
+"sequence" (examples (L,) of token ids, see `sequences.py`), so every later stage asks the
+kind rather than guessing from the shape. Token ids are stored as signed integers (int8,
+int16, int32) and become int64 per batch (`as_input`); pixels are uint8, never signed.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 
 from vaekit.core.errors import DataError
 
-EXAMPLE_DIMS = {"image": 3, "table": 1}  # kind -> dimensions of one example
-KIND_OF_DIMS = {4: "image", 2: "table"}  # dimensions of a stored batch -> kind
+EXAMPLE_DIMS = {"image": 3, "table": 1, "sequence": 1}  # kind -> dimensions of one example
+KIND_OF_DIMS = {4: "image", 2: "table"}  # dimensions of a stored float or uint8 batch -> kind
+TOKEN_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64)  # token ids; never pixels
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +33,18 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def as_input(x: torch.Tensor) -> torch.Tensor:
+    """Stored examples as a model takes them: token ids as int64, anything else `as_float`."""
+    if x.dtype in TOKEN_DTYPES:
+        return x.long()
+    return as_float(x)
+
+
 def kind_of(x: torch.Tensor) -> str:
-    """The kind of a stored batch: (N, C, H, W) image, (N, D) table."""
+    """The kind of a stored batch: (N, C, H, W) image, (N, D) table, (N, L) integer
+    token ids a sequence."""
+    if x.ndim == 2 and x.dtype in TOKEN_DTYPES:
+        return "sequence"
     if x.ndim not in KIND_OF_DIMS:
         raise DataError(
             f"expected images (N, C, H, W) or table rows (N, D), got shape {tuple(x.shape)}"
@@ -51,9 +64,10 @@ def kind_of_shape(shape: tuple[int, ...] | list[int]) -> str:
 
 @dataclass
 class Dataset:
-    """`storage`: (N, C, H, W) images as uint8 (0-255) or float32 in [0, 1], or (N, D)
-    float32 table rows; `x`: the same as float32; `y`: (N,) int64 labels or None;
-    `kind`: "image" or "table" (None: from the storage's dimensions)."""
+    """`storage`: (N, C, H, W) images as uint8 (0-255) or float32 in [0, 1], (N, D)
+    float32 table rows, or (N, L) token ids (int8/16/32); `x`: the same as float32 (token
+    ids as int64); `y`: (N,) int64 labels or None; `kind`: "image", "table" or "sequence"
+    (None: from the storage's dimensions and dtype)."""
 
     storage: torch.Tensor
     y: torch.Tensor | None = None
@@ -62,11 +76,15 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.kind is None:
-            self.kind = KIND_OF_DIMS.get(self.storage.ndim)
+            self.kind = kind_of(self.storage) if self.storage.ndim in KIND_OF_DIMS else None
         if self.kind not in EXAMPLE_DIMS or self.storage.ndim != EXAMPLE_DIMS[self.kind] + 1:
             raise DataError(
-                f"{self.name}: expected images shaped (N, C, H, W) or table rows (N, D), "
-                f"got {tuple(self.storage.shape)}"
+                f"{self.name}: expected images shaped (N, C, H, W), table rows (N, D) or "
+                f"token ids (N, L), got {tuple(self.storage.shape)}"
+            )
+        if self.kind == "sequence" and self.storage.dtype not in TOKEN_DTYPES:
+            raise DataError(
+                f"{self.name}: sequences are integer token ids, got {self.storage.dtype}"
             )
         if len(self.storage) == 0:
             raise DataError(f"{self.name}: no examples")
@@ -77,7 +95,7 @@ class Dataset:
     def x(self) -> torch.Tensor:
         """Every example as float32 (converted on each access for uint8 storage: slice
         `rows`/`head` first, or iterate with BatchIterator, where the data is large)."""
-        return as_float(self.storage)
+        return as_input(self.storage)
 
     @x.setter
     def x(self, value: torch.Tensor) -> None:
@@ -120,6 +138,7 @@ class DataSplits:
     source: str  # where the files came from, for the run's record
     classes: list[str] | None = None
     valid: Dataset | None = None  # a validation split, where the dataset defines one
+    vocabulary: list[str] | None = None  # sequences: the token of each id (sequences.py)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -127,7 +146,7 @@ class DataSplits:
 
     @property
     def kind(self) -> str:
-        """ "image" or "table": what the examples are."""
+        """ "image", "table" or "sequence": what the examples are."""
         return self.train.kind
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from vaekit.core.progress import progress_bar
 from vaekit.data.batches import BatchIterator
 from vaekit.data.datasets import Dataset
+from vaekit.data.sequences import token_counts
 from vaekit.models.base import label_args
 from vaekit.models.batched import encode_all, map_batches, model_device
 from vaekit.models.m2 import UNLABELLED, known_classes
@@ -26,7 +27,8 @@ def evaluate_elbo(
     model: nn.Module, data: Dataset, batch_size: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
     """-ELBO, reconstruction and KL (nats per example), bits/dim, KL per latent dimension
-    and active units, averaged over all of `data`."""
+    and active units, averaged over all of `data`; for sequences also nats per token (and
+    bits/dim is bits per token)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -42,15 +44,25 @@ def evaluate_elbo(
         kl_per_dim += terms["kl_per_dim"].double().sum(0)
         z_means.append(model.encode(x, **labels)[0].double())
     n = len(data)
-    dims = math.prod(data.shape)
+    dims = data_dims(data)
     result: dict[str, Any] = {key: value / n for key, value in totals.items()}
     result["bits_per_dim"] = result["neg_elbo"] / (dims * math.log(2))
+    if data.kind == "sequence":
+        result["nats_per_token"] = result["neg_elbo"] / dims
     result["kl_per_dim"] = (kl_per_dim / n).tolist()
     result["active_units"] = active_units(torch.cat(z_means))
     result["latent_dim"] = model.latent_dim
     result["n_examples"] = n
     model.train(was_training)
     return result
+
+
+def data_dims(data: Dataset) -> float:
+    """Dimensions per example that a log-likelihood is summed over: the pixels or features,
+    or for sequences the mean count of tokens (with <eos>), so bits/dim is bits per token."""
+    if data.kind == "sequence":
+        return token_counts(data.storage).double().mean().item()
+    return math.prod(data.shape)
 
 
 def active_units(z_means: torch.Tensor) -> int:
@@ -147,7 +159,7 @@ def iwae_bounds(
     started = time.perf_counter()
     per_example = iwae_log_likelihoods(model, data, ks, seed, **options)
     seconds = time.perf_counter() - started
-    dims = math.prod(data.shape)
+    dims = data_dims(data)
     rows = []
     for k, log_px in per_example.items():
         nll = -log_px.mean().item()
@@ -160,6 +172,8 @@ def iwae_bounds(
                 "n_examples": len(log_px),
             }
         )
+        if data.kind == "sequence":
+            rows[-1]["nats_per_token"] = nll / dims
     rows[-1]["seconds"] = seconds  # one pass computes every k: the time is the largest k's
     return rows
 

@@ -14,7 +14,6 @@ always give the same numbers (and training's own random stream is untouched).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from vaekit.evaluation.metrics import (
     ACTIVE_UNIT_THRESHOLD,
     classification_accuracy,
     collapse_warning,
+    data_dims,
     evaluate_elbo,
     iwae_bounds,
     latent_means,
@@ -46,6 +46,7 @@ from vaekit.evaluation.quality import (
     sample_quality,
     too_few,
 )
+from vaekit.evaluation.sequences import exact_match_rate
 from vaekit.models.loading import open_run
 
 MAX_QUALITY_SAMPLES = 10_000
@@ -55,7 +56,14 @@ FEATURE_DATASETS = {"binarized-mnist": "mnist"}
 
 
 def units(kind: str = "image") -> dict[str, str]:
-    """The unit of every number of a report on data of `kind` (image or table)."""
+    """The unit of every number of a report on data of `kind` (image, table or sequence)."""
+    if kind == "sequence":
+        return {
+            "elbo, iwae.nll": "nats per sequence (log-likelihoods summed over the tokens)",
+            "nats_per_token": "nats per sequence / mean tokens per sequence (<eos> counted)",
+            "exact_match": "share reproduced token for token by greedy decoding of E[z|x]",
+            "accuracies": "fractions of the examples counted in n_*",
+        }
     if kind != "image":
         return {
             "elbo, iwae.nll": "nats per example (log-likelihoods summed over the features)",
@@ -208,8 +216,8 @@ def evaluate_run(
         "dataset": splits.name,
         "split": split,
         "n_examples": len(evaluated),
-        "kind": evaluated.kind,  # image | table: tables have no bits/dim
-        "data_dims": math.prod(evaluated.shape),
+        "kind": evaluated.kind,  # image | table | sequence: only images have bits/dim
+        "data_dims": data_dims(evaluated),  # sequences: mean tokens per sequence
         "binarization": binarization_note(
             splits.name, binarize, getattr(model.likelihood, "name", "bernoulli")
         ),
@@ -220,7 +228,7 @@ def evaluate_run(
     if model.has_elbo:
         report |= elbo_sections(model, evaluated, batch_size, seed)
         report["iwae"] = iwae_bounds(model, evaluated, ks, seed, progress=progress)
-    report["reconstruction_mse"] = reconstruction_mse(model, evaluated, batch_size)
+    report |= reconstruction_section(model, evaluated, batch_size)
     report["classification"] = None  # models with a classifier (M2) report its accuracy
     if model.can_classify and evaluated.y is not None:
         report["classification"] = classification_accuracy(
@@ -230,7 +238,9 @@ def evaluate_run(
     if probes:
         report["probes"] = probe_section(model, splits, evaluated, binarize, batch_size)
     report["sample_quality"] = None
-    if quality:
+    if quality and evaluated.kind == "sequence":
+        report["sample_quality"] = {"skipped": "image quality metrics; for molecules see sample"}
+    elif quality:
         setup = quality_setup(splits, evaluated, binarize, n_samples, progress)
         report["sample_quality"] = measure_quality(model, setup, seed)
     text = json.dumps(report, indent=2) + "\n"
@@ -239,6 +249,14 @@ def evaluate_run(
     if json_path is not None:
         atomic_write_text(Path(json_path), text)
     return report
+
+
+def reconstruction_section(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, Any]:
+    """How well the model reconstructs `data`: the squared error per value, or for
+    sequences the exact-match rate of greedy decoding."""
+    if data.kind == "sequence":
+        return {"reconstruction_mse": None, "reconstruction": exact_match_rate(model, data)}
+    return {"reconstruction_mse": reconstruction_mse(model, data, batch_size)}
 
 
 def elbo_sections(
@@ -255,7 +273,11 @@ def elbo_sections(
         "warning": collapse_warning(elbo),
     }
     return {
-        "elbo": {key: elbo[key] for key in ("neg_elbo", "recon", "kl", "bits_per_dim")},
+        "elbo": {
+            key: elbo[key]
+            for key in ("neg_elbo", "recon", "kl", "bits_per_dim", "nats_per_token")
+            if key in elbo
+        },
         "latent": latent,
     }
 
@@ -282,8 +304,11 @@ Row = tuple[str, str, str, str]  # quantity, value, unit, what it is computed fr
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a table: quantity, value, unit, and the samples behind each number."""
-    noun = "images" if report.get("kind", "image") == "image" else "examples"
+    noun = {"image": "images", "sequence": "sequences"}.get(report.get("kind", "image"), "examples")
     images = f"{report['n_examples']} {report['split']} {noun}"
+    dims = f"{report['data_dims']} dims"
+    if noun == "sequences":
+        dims = f"{report['data_dims']:.1f} tokens on average"
     rows = _elbo_rows(report, images) + _iwae_rows(report, images)
     rows += _other_rows(report, images, noun)
     if noun != "images":  # bits/dim is an image unit: a table reports nats per example
@@ -291,7 +316,7 @@ def format_report(report: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         f"{report['dataset']}, {report['split']} split: {report['n_examples']} {noun} of "
-        f"{report['data_dims']} dims; binarisation: {report['binarization']}",
+        f"{dims}; binarisation: {report['binarization']}",
         "",
     ]
     for quantity, value, unit, basis in rows:
@@ -311,8 +336,12 @@ def _elbo_rows(report: dict[str, Any], images: str) -> list[Row]:
     if elbo is None:
         return [("-ELBO, IWAE bound, KL", "skipped", "", "the model defines no likelihood bound")]
     basis = f"{images}, 1 posterior sample each"
+    per_token = []
+    if "nats_per_token" in elbo:
+        per_token = [("-ELBO", f"{elbo['nats_per_token']:.4f}", "nats/token", basis)]
     return [
         ("-ELBO", f"{elbo['neg_elbo']:.2f}", "nats/example", basis),
+        *per_token,
         ("  reconstruction -E_q[log p(x|z)]", f"{elbo['recon']:.2f}", "nats/example", basis),
         ("  KL(q(z|x) || p(z))", f"{elbo['kl']:.2f}", "nats/example", f"{images}, closed form"),
         ("-ELBO", f"{elbo['bits_per_dim']:.4f}", "bits/dim", basis),
@@ -329,20 +358,26 @@ def _iwae_rows(report: dict[str, Any], images: str) -> list[Row]:
     rows = []
     for row in report["iwae"] or []:
         basis = f"{images} x {row['k']} importance sample{'s' if row['k'] > 1 else ''}"
-        basis += f", +-{row['stderr']:.2f} s.e. over images"
+        basis += f", +-{row['stderr']:.2f} s.e. over {images.rsplit(' ', 1)[-1]}"
         if "seconds" in row:
             basis += f" ({row['seconds']:.0f} s for all k)"
         quantity = f"NLL, IWAE bound k={row['k']}"
         rows.append((quantity, f"{row['nll']:.2f}", "nats/example", basis))
         rows.append((quantity, f"{row['bits_per_dim']:.4f}", "bits/dim", ""))
+        if "nats_per_token" in row:
+            rows.append((quantity, f"{row['nats_per_token']:.4f}", "nats/token", ""))
     return rows
 
 
 def _other_rows(report: dict[str, Any], images: str, noun: str = "images") -> list[Row]:
-    mse = f"{report['reconstruction_mse']:.5f}"
-    unit = "per pixel, [0,1]" if noun == "images" else "per feature, data units"
-    rows = [("reconstruction MSE (posterior mean)", mse, unit, images)]
     share = f"of {noun}"
+    if report.get("reconstruction"):  # sequences
+        rate = f"{report['reconstruction']['exact_match']:.2%}"
+        rows = [("exact match, greedy decoding of E[z|x]", rate, share, images)]
+    else:
+        mse = f"{report['reconstruction_mse']:.5f}"
+        unit = "per pixel, [0,1]" if noun == "images" else "per feature, data units"
+        rows = [("reconstruction MSE (posterior mean)", mse, unit, images)]
     if report.get("classification"):
         accuracy = f"{report['classification']['accuracy']:.2%}"
         rows.append(("classifier q(y|x) accuracy", accuracy, share, images))

@@ -80,6 +80,7 @@ class Model(nn.Module):
     objective_options = False  # free bits and IWAE training apply to its loss
     can_classify = False  # `classify(x)` gives class probabilities q(y|x) (M2, m1m2)
     has_analogies = False  # `analogies(x)`: style from an image, content from each label
+    data_kinds = ("image", "table")  # the kinds of data it trains on (seqvae: "sequence")
 
     @property
     def decoded_dim(self) -> int:

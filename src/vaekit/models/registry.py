@@ -18,6 +18,7 @@ from vaekit.models.hvae import HierarchicalVAE
 from vaekit.models.m1m2 import StackedM2
 from vaekit.models.m2 import M2
 from vaekit.models.pca import PCAModel
+from vaekit.models.seqvae import SequenceVAE
 from vaekit.models.vamp import VampPriorVAE
 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
@@ -29,6 +30,7 @@ MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...]], nn.Module]] = {
     "hvae": HierarchicalVAE,
     "m1m2": StackedM2,
     "vamp": VampPriorVAE,
+    "seqvae": SequenceVAE,
 }
 
 
@@ -42,8 +44,17 @@ def model_class(config: ModelConfig) -> Callable[[ModelConfig, tuple[int, ...]],
 
 def configure_model(config: ModelConfig, data) -> None:
     """Let the model record what it learns from the data before it is built (the CVAE's
-    number of classes); a no-op for models without a `configure` hook."""
-    model_class(config).configure(config, data)
+    number of classes); a no-op for models without a `configure` hook. A model refuses
+    data of a kind it does not declare (images and tables: every model but seqvae)."""
+    cls = model_class(config)
+    kinds = getattr(cls, "data_kinds", ("image", "table"))
+    if data.kind not in kinds:
+        hint = "use --model seqvae" if data.kind == "sequence" else "use another model"
+        raise ConfigError(
+            f"model {config.name} trains on {' or '.join(kinds)} data, and {data.name} holds "
+            f"{data.kind}s: {hint}"
+        )
+    cls.configure(config, data)
 
 
 def prepare_data(config, data):

@@ -2,7 +2,8 @@
 
 What is drawn depends on the data's kind: images get grids of samples and reconstructions;
 a table gets no image grids (a row of features is not a picture) but a per-feature plot of
-test rows against their reconstructions (feature_reconstructions.png).
+test rows against their reconstructions (feature_reconstructions.png); sequences get text
+files instead: samples.txt (samples.smi for molecules) and reconstructions.txt.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from torch import nn
 
 from vaekit import plots
 from vaekit.config.runs import RunFolder
+from vaekit.core.files import atomic_write_text
 from vaekit.data.datasets import DataSplits
+from vaekit.data.sequences import is_molecules, vocabulary_of
+from vaekit.evaluation.sequences import reconstruction_pairs, sample_strings, sequence_lines
 from vaekit.models.base import label_args
 from vaekit.models.batched import encode_all, reconstruct_all
 
 TABLE_ROWS = 1000  # test rows in a table run's per-feature reconstruction plot
+SEQUENCE_RECONSTRUCTIONS = 1000  # test sequences in reconstructions.txt
 
 
 def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: list[dict]) -> None:
@@ -25,6 +30,8 @@ def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: l
     device = next(model.parameters()).device
     if data.kind == "image":
         write_image_pictures(run, model, data, device)
+    elif data.kind == "sequence":
+        write_sequence_texts(run, model, data)
     else:
         write_table_pictures(run, model, data, device)
     subset = data.test.head(5000)
@@ -64,3 +71,27 @@ def write_table_pictures(
     plots.save_feature_reconstructions(
         rows.x, recons, run.file("feature_reconstructions.png"), names
     )
+
+
+def sequence_files(molecules: bool) -> tuple[str, str]:
+    """The names of a sequence run's sample and reconstruction files."""
+    return ("samples.smi" if molecules else "samples.txt"), "reconstructions.txt"
+
+
+def write_sequence_texts(run: RunFolder, model: nn.Module, data: DataSplits) -> None:
+    """Samples from the prior (one per line, temperature 1) and up to
+    SEQUENCE_RECONSTRUCTIONS test sequences as 'original -> greedy decoding' lines under
+    their exact-match rate."""
+    config = run.load_config()
+    vocabulary = vocabulary_of(config.data)
+    samples_name, reconstructions_name = sequence_files(is_molecules(config.data))
+    samples = sample_strings(model, vocabulary, config.n_samples, seed=0)
+    atomic_write_text(run.file(samples_name), "".join(f"{s}\n" for s in samples))
+    test = data.test.spread(SEQUENCE_RECONSTRUCTIONS)
+    pairs, rate = reconstruction_pairs(model, test, vocabulary)
+    header = (
+        f"# exact match of greedy decoding: {rate:.2%} of {len(test)} test sequences "
+        "(= exact, x differs)\n"
+    )
+    lines = "".join(f"{line}\n" for line in sequence_lines(pairs))
+    atomic_write_text(run.file(reconstructions_name), header + lines)

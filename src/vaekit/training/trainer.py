@@ -408,8 +408,8 @@ class Trainer:
     def evaluate(self, dataset: Dataset, prefix: str) -> dict[str, Any]:
         """The ELBO's numbers on `dataset` (test or validation) as metrics-row entries."""
         result = evaluate_elbo(self.model, dataset, self.cfg.eval_batch_size)
-        keys = ("neg_elbo", "recon", "kl", "bits_per_dim")
-        row = {f"{prefix}_{key}": result[key] for key in keys}
+        keys = ("neg_elbo", "recon", "kl", "bits_per_dim", "nats_per_token")
+        row = {f"{prefix}_{key}": result[key] for key in keys if key in result}
         row["active_units"] = result["active_units"]
         return row | {"_result": result}
 
@@ -505,6 +505,8 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
     return (
         f"epoch {row['epoch']}/{epochs}  train -ELBO {row['train_neg_elbo']:.2f}  {valid}"
         f"test -ELBO {row['test_neg_elbo']:.2f} (recon {row['test_recon']:.2f}, "
-        f"KL {row['test_kl']:.2f}) nats  active units {row['active_units']}"
+        f"KL {row['test_kl']:.2f}) nats"
+        + (f" ({row['test_nats_per_token']:.3f}/token)" if "test_nats_per_token" in row else "")
+        + f"  active units {row['active_units']}"
         + (f"  test accuracy {row['test_accuracy']:.2%}" if "test_accuracy" in row else "")
     )
