@@ -9,7 +9,7 @@ With `world_size` > 1 each rank takes a disjoint shard of every epoch's permutat
 converted to float32 in [0, 1] where it lies (on the device when x is there), so the
 whole set is never held as float32; token ids (int8/16/32) become int64 the same way.
 `x` may also be a memory-mapped cache (data/cache.py), whose pages are dropped from the
-process after every RELEASE_BYTES read.
+process whenever it holds more than RELEASE_BYTES of them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from vaekit.data.cache import RELEASE_BYTES, release_pages
+from vaekit.data.cache import keep_resident_below
 from vaekit.data.datasets import as_input
 
 
@@ -64,7 +64,6 @@ class BatchIterator:
         """Yield (x_batch, y_batch or None), skipping the first `start_step` batches."""
         order = self._indices(epoch)
         n = len(self.x) if order is None else len(order)
-        read = 0  # bytes since the pages of a memory-mapped cache were last dropped
         for start in range(start_step * self.batch_size, n, self.batch_size):
             if order is None:
                 x = self.x[start : start + self.batch_size]
@@ -74,10 +73,7 @@ class BatchIterator:
                 x = self.x.index_select(0, idx)
                 y = None if self.y is None else self.y.index_select(0, idx)
             batch = as_input(x)  # uint8 (B, ...) -> float32, token ids -> int64, after slicing
-            read += x.nbytes
-            if read >= RELEASE_BYTES:  # resident memory stays flat (data/cache.py)
-                release_pages(self.x)
-                read = 0
+            keep_resident_below(self.x)  # a memory-mapped cache: resident memory stays flat
             yield batch, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -59,7 +59,7 @@ CACHE_MODES = ("auto", "on", "off")
 AUTO_MIN_EXAMPLES = 20_000  # auto: cache folders with more images than this...
 AUTO_MIN_BYTES = 2**29  # ... or more decoded bytes than this (512 MiB)
 PIXELS, MANIFEST = "pixels.npy", "manifest.json"
-RELEASE_BYTES = 2**28  # readers of a mapped cache drop its pages after this much (256 MiB)
+RELEASE_BYTES = 2**28  # readers of a mapped cache keep at most about this much of it resident
 DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # (not on Windows)
 # the memory map behind each mapped cache, by its tensors' data pointer (while in use)
 MAPPED: weakref.WeakValueDictionary[int, mmap.mmap] = weakref.WeakValueDictionary()
@@ -206,6 +206,28 @@ def map_npy(path: Path) -> torch.Tensor:
     tensor = torch.from_numpy(array)
     MAPPED[tensor.untyped_storage().data_ptr()] = mapped
     return tensor
+
+
+def resident_file_bytes() -> int | None:
+    """This process's resident file-backed memory (Linux: /proc/self/statm), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def keep_resident_below(x: torch.Tensor, limit: int | None = None) -> None:
+    """Drop the cache's pages behind `x` once this process holds more than `limit` bytes of
+    mapped files. Counting bytes read is not enough: the kernel maps whole large folios
+    (up to 2 MiB) around each row a random batch touches, so a few batches of 12 KiB rows
+    can make a gigabyte resident. A no-op for tensors that are not a mapped cache."""
+    if x.device.type != "cpu" or x.untyped_storage().data_ptr() not in MAPPED:
+        return
+    limit = RELEASE_BYTES if limit is None else limit
+    resident = resident_file_bytes()
+    if resident is None or resident > limit:  # without /proc: drop after every batch
+        release_pages(x)
 
 
 def release_pages(x: torch.Tensor) -> None:
