@@ -29,7 +29,7 @@ def test_runs_lists_the_run_folders(runs_dir, capsys):
     assert lines[0].split()[:4] == ["run", "model", "data", "epochs"]
     assert len(lines) == 4
     assert "not-a-run" not in out
-    assert "2/2" in out and "1/1" in out and "-ELBO" in out
+    assert "2/2" in out and "1/1" in out and "nats (-ELBO)" in out
 
 
 def test_runs_json_parses(runs_dir, capsys):

@@ -96,8 +96,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         test = "-"
         if row["test"] is not None:
             digits = 5 if row.get("test_metric") == "MSE" else 2
-            test = f"{row['test']:.{digits}f} ({row['test_metric']})"
-        nll = "-" if row["iwae_nll"] is None else f"{row['iwae_nll']:.2f}"
+            unit = "per value" if row.get("test_metric") == "MSE" else "nats"
+            test = f"{row['test']:.{digits}f} {unit} ({row['test_metric']})"
+        nll = "-" if row["iwae_nll"] is None else f"{row['iwae_nll']:.2f} nats"
         lines.append(
             [
                 row["run"],
