@@ -106,7 +106,12 @@ def test_new_data_with_unknown_characters_names_the_line(text_run, tmp_path, cap
 
 @pytest.mark.parametrize(
     "args",
-    [["traverse"], ["report"], ["sample", "--label", "1"], ["sample", "-n", "2", "--top-k", "-1"]],
+    [
+        ["traverse"],
+        ["manifold"],
+        ["sample", "--label", "1"],
+        ["sample", "-n", "2", "--top-k", "-1"],
+    ],
 )
 def test_what_sequence_runs_cannot_do_yet_is_one_line(text_run, capsys, args):
     code, _, err = run_cli([args[0], text_run, *args[1:]], capsys)

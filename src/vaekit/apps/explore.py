@@ -1,5 +1,6 @@
 """Explore a trained model's latent space: scatter plots, manifold grids, interpolations,
-traversals and the KL carried by each latent dimension.
+traversals and the KL carried by each latent dimension. A sequence run interpolates between
+two strings and writes the decoded strings (`save_sequence_interpolation`).
 
 The pure functions (`encode_means`, `kl_per_dim`, `latent_codes`, `manifold`,
 `interpolate`, `traverse`) take a model and tensors; the `save_*` functions take an
@@ -8,7 +9,7 @@ commands and the HTML report draw exactly the same pictures. A table run (rows o
 features) gets per-feature plots where an image run gets image grids.
 
 Exploration writes beside what training wrote, never over it: TRAINING_PICTURES are the
-pictures `vaekit train` leaves in a run folder.
+pictures `vaekit train` leaves in a run folder, TRAINING_TEXTS a sequence run's text files.
 """
 
 from __future__ import annotations
@@ -24,17 +25,21 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from vaekit import plots
-from vaekit.config.schema import RunConfig
+from vaekit.config.schema import DataConfig, RunConfig
 from vaekit.core.errors import ConfigError, DataError
+from vaekit.core.files import atomic_write_text
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import evaluation_set
 from vaekit.data.datasets import Dataset, DataSplits
 from vaekit.data.folder import read_image
 from vaekit.data.registry import load_data
+from vaekit.data.sequences import is_molecules, vocabulary_of
+from vaekit.evaluation.sequences import canonical_smiles, decode_codes, tokenize_strings
 from vaekit.models import loading
 from vaekit.models.base import GaussianVAE, gaussian_kl, label_args
 from vaekit.models.batched import encode_all
 from vaekit.models.loading import FixedLabel
+from vaekit.training.pictures import sequence_files
 
 METHODS = ("auto", "pca", "tsne")
 PATHS = ("lerp", "slerp")
@@ -51,16 +56,20 @@ TRAINING_PICTURES = frozenset(  # what training/pictures.py writes into a run fo
         "loss_curves.png",
     }
 )
+TRAINING_TEXTS = frozenset(sequence_files(True) + sequence_files(False))  # sequence runs'
 
 
 def check_beside_training(output: str | Path, run_dir: str | Path) -> None:
-    """A ConfigError if `output` would overwrite a picture training wrote into `run_dir`."""
+    """A ConfigError if `output` would overwrite a file training wrote into `run_dir`."""
     output, run_dir = Path(output), Path(run_dir)
-    if output.name in TRAINING_PICTURES and output.resolve().parent == run_dir.resolve():
-        raise ConfigError(
-            f"{output}: a picture training wrote; exploration writes beside it (choose "
-            "another -o or leave -o out)"
-        )
+    if output.resolve().parent != run_dir.resolve():
+        return
+    for names, what in ((TRAINING_PICTURES, "a picture"), (TRAINING_TEXTS, "a file")):
+        if output.name in names:
+            raise ConfigError(
+                f"{output}: {what} training wrote; exploration writes beside it (choose "
+                "another -o or leave -o out)"
+            )
 
 
 # --- a run's model and data -------------------------------------------------------------
@@ -319,6 +328,94 @@ def interpolate(
     return model.decode_mean(z.to(_device(model))).float().cpu()
 
 
+@dataclass
+class SequencePath:
+    """Strings decoded greedily along a latent path from string A to string B."""
+
+    source: str
+    target: str
+    method: str  # lerp or slerp
+    t: list[float]  # each step's fraction of the way from A to B
+    strings: list[str]
+    valid: list[bool] | None = None  # molecule runs (with RDKit): each string a valid SMILES
+    note: str = ""  # why validity is not marked, for a molecule run without RDKit
+
+
+def interpolate_strings(
+    model: nn.Module,
+    config: DataConfig,
+    source: str,
+    target: str,
+    steps: int = 10,
+    method: str = "lerp",
+) -> list[str]:
+    """The greedy decodings of `steps` codes on the path between the posterior means of
+    strings `source` and `target` (tokenised with the run's vocabulary)."""
+    tokens = torch.cat(
+        [tokenize_strings([source], config, "--from"), tokenize_strings([target], config, "--to")]
+    )
+    return interpolate_tokens(model, config, tokens, steps, method)
+
+
+def interpolate_tokens(
+    model: nn.Module,
+    config: DataConfig,
+    tokens: torch.Tensor,
+    steps: int = 10,
+    method: str = "lerp",
+) -> list[str]:
+    """The greedy decodings of `steps` codes on the path between the posterior means of two
+    stored sequences `tokens` (2, L)."""
+    means = encode_means(model, tokens)
+    z = latent_path(means[0], means[1], steps, method)
+    return decode_codes(model, vocabulary_of(config), z)
+
+
+def validity_marks(strings: list[str]) -> tuple[list[bool] | None, str]:
+    """Whether each string is a valid SMILES, or (None, why not) without RDKit."""
+    try:
+        return [c is not None for c in canonical_smiles(strings)], ""
+    except ConfigError as missing:  # RDKit is optional: say what it would have told
+        return None, str(missing)
+
+
+def sequence_interpolation(
+    model: nn.Module,
+    config: DataConfig,
+    source: str,
+    target: str,
+    steps: int = 10,
+    method: str = "lerp",
+) -> SequencePath:
+    """`interpolate_strings` with each step's t and, for molecule runs, validity marks."""
+    strings = interpolate_strings(model, config, source, target, steps, method)
+    path = SequencePath(source, target, method, torch.linspace(0, 1, steps).tolist(), strings)
+    if is_molecules(config):
+        path.valid, path.note = validity_marks(strings)
+    return path
+
+
+def interpolation_file(run_dir: str | Path, config: DataConfig) -> Path:
+    """Where a sequence run's interpolation goes by default: RUN/interpolation.smi for
+    molecules (a file other tools read), else RUN/interpolation.txt."""
+    return Path(run_dir) / f"interpolation{'.smi' if is_molecules(config) else '.txt'}"
+
+
+def save_sequence_interpolation(
+    model: nn.Module,
+    config: DataConfig,
+    output: str | Path,
+    source: str,
+    target: str,
+    steps: int = 10,
+    method: str = "lerp",
+) -> SequencePath:
+    """The decoded strings between A and B, written one per line to `output`."""
+    path = sequence_interpolation(model, config, source, target, steps, method)
+    atomic_write_text(Path(output), "".join(f"{s}\n" for s in path.strings))
+    return path
+
+
 @torch.no_grad()
 def traverse(
     model: nn.Module, x: torch.Tensor, dims: list[int], value_range: float = 3.0, steps: int = 11
@@ -471,8 +568,7 @@ class DimensionScores:
 def dimension_scores(model: nn.Module, x: torch.Tensor) -> DimensionScores:
     """KL per dimension for a Gaussian posterior; for models that encode to a point (no
     log-variance, e.g. an autoencoder) the variance of the codes over x instead."""
-    with torch.no_grad():
-        _, z_log_var = model.encode(x[:1].to(_device(model)))
+    _, z_log_var = encode_all(model, x[:1])  # batched: stored token ids become int64
     if z_log_var is None:
         return DimensionScores(encode_means(model, x).double().var(0), "var")
     return DimensionScores(kl_per_dim(model, x), "KL")
@@ -613,6 +709,7 @@ def save_kl(run: ExploreRun, output: str | Path) -> DimensionScores:
     else:
         title = f"{run.name}: variance of the codes per latent dimension (no posterior)"
         ylabel = "variance over test images"
-    title += f" ({len(run.test)} test images)"
+    noun = {"sequence": "sequences", "table": "rows"}.get(run.test.kind, "images")
+    title += f" ({len(run.test)} test {noun})"
     plots.save_kl_bars(scores.values.tolist(), output, title, ylabel=ylabel)
     return scores

@@ -4,6 +4,10 @@
 as the commands), takes the training pictures from the run folder (drawing any that are
 missing), and writes `report.html` with all images as base64 data URIs. If the run folder
 has an `evaluation.json`, its contents are shown as a table.
+
+A sequence run's page shows strings where an image run's shows pictures: samples,
+reconstructions and an interpolation as text, and, for molecules with RDKit, as 2-D
+structure drawings (RDKit SVG, inlined like the images) marked valid or invalid.
 """
 
 from __future__ import annotations
@@ -23,15 +27,26 @@ import torch
 from vaekit import plots
 from vaekit.apps import explore
 from vaekit.config.runs import RunFolder
+from vaekit.core.errors import ConfigError
 from vaekit.core.files import atomic_write_text
 from vaekit.core.version import VERSION
 from vaekit.data.datasets import DataSplits
+from vaekit.data.sequences import MOLECULES_EXTRA, is_molecules, vocabulary_of
 from vaekit.evaluation.run import EVALUATION_FILE, read_evaluation
+from vaekit.evaluation.sequences import rdkit_chem, reconstruction_pairs, sample_strings
 from vaekit.training.pictures import TABLE_ROWS
 
 REPORT_FILE = "report.html"
 MIME = {".png": "image/png", ".gif": "image/gif"}
 STEPS = 10  # decoded images in the interpolation
+SEQUENCE_SAMPLES = 32  # strings (or molecule drawings) in a sequence run's samples
+SEQUENCE_PAIRS = 16  # test sequences shown with their reconstructions
+PARTNER_POOL = 100  # test sequences searched for the interpolation's far end
+EXACT_MATCH_OF = 1000  # test sequences the report's exact-match rate is measured on
+MOLECULES_PER_ROW = 8
+LEGEND_CHARS = 40  # a drawing's legend: its SMILES, cut to this many characters
+CELL_SIZE = (200, 160)  # pixels of one molecule's drawing
+BOND_PIXELS = 24  # the longest a bond is drawn (larger molecules shrink to fit)
 
 EPOCH_COLUMNS = [
     ("epoch", "epoch"),
@@ -54,8 +69,14 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } td.key, th.key { text-align: left; font-family: monospace; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+.molecules { display: grid; gap: 4px; margin-bottom: 0.5em; }
+.mol { border: 1px solid #eee; text-align: center; font: 0.72em monospace; overflow-wrap: anywhere; }
+.mol svg { width: 100%; height: auto; display: block; }
+.mol.invalid { background: #fff0f0; color: #a00; } .mol.empty { border: none; }
+.mol .none { aspect-ratio: 5 / 4; display: flex; align-items: center; justify-content: center; }
 figcaption { color: #444; font-size: 0.92em; max-width: 900px; }
 .warning { background: #fff4e0; border-left: 4px solid #f0a000; padding: 0.5em 1em; }
+.strings td, .strings th { text-align: left; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -86,14 +107,19 @@ def write_report(
     history = folder.read_metrics()
     evaluation = read_evaluation(folder.file(EVALUATION_FILE))
     output = Path(output) if output is not None else folder.file(REPORT_FILE)
+    kind = "sequence" if config.data.kind == "sequence" else "table" if run.is_table else "image"
     with tempfile.TemporaryDirectory(prefix="vaekit-report-") as scratch:
-        pictures = draw_pictures(run, folder, history, Path(scratch), latent_n, seed)
+        if kind == "sequence":
+            sections = sequence_sections(run, folder, history, Path(scratch), latent_n, seed)
+        else:
+            pictures = draw_pictures(run, folder, history, Path(scratch), latent_n, seed)
+            sections = [figure_html(p) for p in pictures]
         body = [
             header(run, config.to_dict()),
-            summary(history, run.is_table),
-            metrics_table(history, run.is_table),
+            summary(history, kind),
+            metrics_table(history, kind),
             evaluation_section(evaluation),
-            *(figure_html(p) for p in pictures),
+            *sections,
             config_section(config.to_dict()),
         ]
     page = (
@@ -274,6 +300,198 @@ def interpolation_pair(test) -> tuple[str, str]:
     return "0", str(int(others[0]) if len(others) else 1)
 
 
+# --- sequence runs ----------------------------------------------------------------------
+@dataclass
+class Strings:
+    """A section of strings: a table of them, and for molecules their drawings."""
+
+    title: str
+    caption: str
+    text: str  # HTML: a table of the strings
+    drawing: str = ""  # HTML: a grid of 2-D structures (inline SVG), "" for none
+
+
+def sequence_sections(
+    run: explore.ExploreRun,
+    folder: RunFolder,
+    history: list[dict[str, Any]],
+    scratch: Path,
+    latent_n: int | None,
+    seed: int,
+) -> list[str]:
+    """A sequence run's sections: loss curves, samples, reconstructions, an interpolation
+    (molecules drawn when RDKit is there), the latent plot and the KL per dimension."""
+    missing = ""
+    if is_molecules(run.config.data):
+        try:
+            rdkit_chem()
+        except ConfigError:
+            missing = f"Drawings of the molecules need the molecules extra: {MOLECULES_EXTRA}"
+    draw = is_molecules(run.config.data) and not missing
+    parts = [figure_html(p) for p in sequence_pictures(folder, history, scratch)]
+    if missing:
+        parts.append(f'<p class="warning">{esc(missing)}</p>')
+    for section in (
+        sequence_samples(run, draw),
+        sequence_reconstructions(run, draw),
+        sequence_interpolation(run, draw),
+    ):
+        parts.append(strings_html(section))
+    codes = explore.save_latent(run, scratch / "latent.png", "auto", latent_n, seed)
+    scores = explore.save_kl(run, scratch / "kl.png")
+    how = {"z": "drawn directly", "pca": "projected by PCA", "tsne": "embedded by t-SNE"}
+    latent = f"Posterior means of {len(codes.points)} test sequences, {how[codes.method]}."
+    parts.append(figure_html(Picture("Latent space", scratch / "latent.png", latent)))
+    kl = Picture("KL per dimension", scratch / "kl.png", kl_caption(scores, run.model))
+    parts.append(figure_html(kl))
+    return parts
+
+
+def sequence_pictures(
+    folder: RunFolder, history: list[dict[str, Any]], scratch: Path
+) -> list[Picture]:
+    """The loss curves: the run's own file, drawn here if missing."""
+    path = folder.file("loss_curves.png")
+    if not path.is_file():
+        if not history:
+            return []
+        path = plots.save_loss_curves(history, scratch / "loss_curves.png")
+    caption = (
+        "-ELBO, reconstruction and KL terms per epoch on the training and test sets, in "
+        "nats per sequence (lower is better)."
+    )
+    return [Picture("Loss curves", path, caption)]
+
+
+def sequence_samples(run: explore.ExploreRun, draw: bool) -> Strings:
+    """SEQUENCE_SAMPLES strings from the model (temperature 1, seed 0)."""
+    vocabulary = vocabulary_of(run.config.data)
+    strings = sample_strings(run.model, vocabulary, SEQUENCE_SAMPLES, temperature=1.0, seed=0)
+    caption = (
+        f"{len(strings)} sequences drawn from the model: z ~ N(0, I), then each token from "
+        "p(x_t | x_<t, z) at temperature 1 (seed 0)."
+    )
+    rows = [[str(i), code(s)] for i, s in enumerate(strings)]
+    section = Strings("Samples", caption, table(["#", "sequence"], rows))
+    if draw:
+        section.drawing = molecule_grid([(s, "") for s in strings])
+        section.caption += f" {validity_line(strings)}"
+    return section
+
+
+def sequence_reconstructions(run: explore.ExploreRun, draw: bool) -> Strings:
+    """The first SEQUENCE_PAIRS test sequences and their greedy decodings, with the
+    exact-match rate over the first EXACT_MATCH_OF."""
+    vocabulary = vocabulary_of(run.config.data)
+    pairs, rate = reconstruction_pairs(run.model, run.test.head(EXACT_MATCH_OF), vocabulary)
+    measured = min(EXACT_MATCH_OF, len(run.test))
+    shown = pairs[:SEQUENCE_PAIRS]
+    caption = (
+        f"The first {len(shown)} test sequences and the greedy decodings of their posterior "
+        f"means (= exact, x differs). Exact match: {rate:.2%} of the first {measured} test "
+        "sequences (vaekit reconstruct measures the whole test split)."
+    )
+    rows = [["=" if a == b else "x", code(a), code(b)] for a, b in shown]
+    section = Strings("Reconstructions", caption, table(["", "original", "decoded"], rows))
+    if draw:
+        cells = []
+        for start in range(0, len(shown), MOLECULES_PER_ROW):  # test molecules, then theirs
+            chunk = shown[start : start + MOLECULES_PER_ROW]
+            gap = [("", "")] * (MOLECULES_PER_ROW - len(chunk))  # a short last row stays aligned
+            cells += [(a, "") for a, _ in chunk] + gap
+            cells += [(b, "=" if a == b else "x") for a, b in chunk] + gap
+        section.drawing = molecule_grid(cells)
+        section.caption += (
+            " Drawings: each row of test molecules above a row of their decodings. "
+            + validity_line([b for _, b in shown])
+        )
+    return section
+
+
+def sequence_interpolation(run: explore.ExploreRun, draw: bool) -> Strings:
+    """STEPS greedy decodings on the straight line between the codes of two test sequences."""
+    config, test = run.config.data, run.test
+    pair = [0, sequence_partner(run.model, test.storage)]
+    source, target = vocabulary_of(config).decode(test.storage[pair])
+    strings = explore.interpolate_tokens(run.model, config, test.storage[pair], STEPS)
+    t = torch.linspace(0, 1, STEPS).tolist()
+    caption = (
+        f"{STEPS} greedy decodings of the codes on the straight line between the posterior "
+        f"means of test sequence {pair[0]} (A) and test sequence {pair[1]} (B)."
+    )
+    labelled = [(source, "A"), *((s, f"t={v:.2f}") for v, s in zip(t, strings)), (target, "B")]
+    rows = [[label, code(text)] for text, label in labelled]
+    section = Strings("Interpolation", caption, table(["", "sequence"], rows))
+    if draw:
+        section.drawing = molecule_grid(labelled, per_row=6)
+        section.caption += f" {validity_line(strings)}"
+    return section
+
+
+def sequence_partner(model: torch.nn.Module, storage: torch.Tensor) -> int:
+    """Among the first PARTNER_POOL test sequences, the one whose code lies farthest from
+    sequence 0's (posterior means): the interpolation then crosses the latent space."""
+    means = explore.encode_means(model, storage[:PARTNER_POOL])
+    return int((means - means[:1]).norm(dim=1).argmax())
+
+
+def validity_line(smiles: list[str]) -> str:
+    """'k of n decoded strings are valid SMILES (RDKit)' and how invalid ones look."""
+    valid, _ = explore.validity_marks(smiles)
+    return (
+        f"{sum(valid)} of {len(valid)} decoded strings are valid SMILES (RDKit); an invalid "
+        "one is a red cell marked INVALID."
+    )
+
+
+def molecule_grid(cells: list[tuple[str, str]], per_row: int = MOLECULES_PER_ROW) -> str:
+    """(SMILES, label) cells drawn as 2-D structures by RDKit, each an inline SVG with its
+    label and SMILES below; a SMILES RDKit cannot read is a red cell marked INVALID, an
+    empty pair an empty cell."""
+    chem = rdkit_chem()
+    from rdkit.Chem.Draw import rdMolDraw2D  # RDKit is optional: imported once it is found
+
+    html_cells = []
+    for smiles, label in cells:
+        if not smiles and not label:
+            html_cells.append('<div class="mol empty"></div>')
+            continue
+        molecule = chem.MolFromSmiles(smiles) if smiles else None
+        shown = smiles[:LEGEND_CHARS] + ("..." if len(smiles) > LEGEND_CHARS else "")
+        text = f"{label} {shown}".strip()
+        if molecule is None:
+            picture, kind, text = (
+                '<div class="none">no molecule</div>',
+                "mol invalid",
+                (f"{label} INVALID {shown}".strip()),
+            )
+        else:
+            drawer = rdMolDraw2D.MolDraw2DSVG(*CELL_SIZE)
+            drawer.drawOptions().fixedBondLength = BOND_PIXELS  # small molecules stay small
+            drawer.DrawMolecule(molecule)
+            drawer.FinishDrawing()
+            svg = drawer.GetDrawingText()
+            picture, kind = svg[svg.index("<svg") :], "mol"
+        html_cells.append(f'<div class="{kind}">{picture}<div>{esc(text)}</div></div>')
+    columns = f"grid-template-columns: repeat({per_row}, minmax(0, 1fr))"
+    return f'<div class="molecules" style="{columns}">{"".join(html_cells)}</div>'
+
+
+def code(text: str) -> str:
+    return f"<code>{esc(text) or '&nbsp;'}</code>"
+
+
+def strings_html(section: Strings) -> str:
+    """A section of strings: the drawings (if any) and the strings as a table (folded
+    away under the drawings)."""
+    return (
+        f"<section><h2>{esc(section.title)}</h2><figure>{section.drawing}"
+        f"<figcaption>{esc(section.caption)}</figcaption></figure>"
+        f"<details{'' if section.drawing else ' open'}><summary>as text</summary>"
+        f'<div class="strings">{section.text}</div></details></section>'
+    )
+
+
 # --- HTML pieces ------------------------------------------------------------------------
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
@@ -316,34 +534,37 @@ def figure_html(picture: Picture) -> str:
 def header(run: explore.ExploreRun, config: dict[str, Any]) -> str:
 
     model = config["model"]
+    arch = "gru" if model["name"] == "seqvae" else model["arch"]  # seqvae: recurrent
     when = datetime.datetime.now().isoformat(timespec="seconds")
     return (
         f"<h1>{esc(config['name'])}</h1>"
         f'<p class="meta">run folder <code>{esc(run.path)}</code> &middot; dataset '
         f"{esc(config['data']['name'])} &middot; {esc(model['name'])} "
-        f"{esc(model['arch'])} {esc(model['hidden'])}, z={esc(model['latent_dim'])}, "
+        f"{esc(arch)} {esc(model['hidden'])}, z={esc(model['latent_dim'])}, "
         f"{esc(model['likelihood'])} likelihood &middot; report written {esc(when)} by "
         f"vaekit {esc(VERSION)}</p>"
     )
 
 
-def summary(history: list[dict[str, Any]], table_run: bool = False) -> str:
-    """The final epoch's headline numbers, each with its unit (no bits/dim for a table)."""
+def summary(history: list[dict[str, Any]], kind: str = "image") -> str:
+    """The final epoch's headline numbers, each with its unit (no bits/dim for a table;
+    nats per sequence and per token for sequences)."""
     if not history:
         return "<p>No completed epochs: metrics.jsonl is empty.</p>"
     final = history[-1]
     warning = final.get("warning")
     if "test_neg_elbo" not in final:  # autoencoder, PCA: no ELBO
-        unit = "per feature" if table_run else "per pixel on [0,1] intensities"
+        unit = "per feature" if kind == "table" else "per pixel on [0,1] intensities"
         return (
             f"<p>After {final['epoch']} epochs: test reconstruction MSE "
             f"<b>{final['test_mse']:.5f}</b> {unit} (the model has no ELBO).</p>"
         )
-    bits = "" if table_run else f", {final['test_bits_per_dim']:.4f} bits/dim"
+    bits = {"table": "", "image": f", {final['test_bits_per_dim']:.4f} bits/dim"}
+    bits["sequence"] = f", {final.get('test_nats_per_token', float('nan')):.4f} nats per token"
     text = (
         f"<p>After {final['epoch']} epochs: test -ELBO <b>{final['test_neg_elbo']:.2f}</b> nats "
-        f"per example (reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f} "
-        f"nats){bits}, {final['active_units']} active units (latent dimensions).</p>"
+        f"per {'sequence' if kind == 'sequence' else 'example'} (reconstruction {final['test_recon']:.2f} + KL {final['test_kl']:.2f} "
+        f"nats){bits[kind]}, {final['active_units']} active units (latent dimensions).</p>"
     )
     return text + (f'<p class="warning">warning: {esc(warning)}</p>' if warning else "")
 
@@ -361,16 +582,20 @@ def key_value_table(items: dict[str, Any]) -> str:
     return f"<table><tbody>{rows}</tbody></table>"
 
 
-def metrics_table(history: list[dict[str, Any]], table_run: bool = False) -> str:
-    """One row per epoch (bits/dim only for images)."""
+def metrics_table(history: list[dict[str, Any]], kind: str = "image") -> str:
+    """One row per epoch (bits/dim only for images; a sequence run's are bits per token)."""
     if not history:
         return ""
     columns = [(key, name) for key, name in EPOCH_COLUMNS if key in history[0]]
-    if table_run:
+    if kind == "table":
         columns = [(key, name) for key, name in columns if key != "test_bits_per_dim"]
+    if kind == "sequence":
+        names = {"test_bits_per_dim": "test bits/token"}
+        columns = [(key, names.get(key, name)) for key, name in columns]
     rows = [[fmt(row.get(key, "")) for key, _ in columns] for row in history]
+    unit = "sequence" if kind == "sequence" else "example"
     return (
-        "<section><h2>Metrics per epoch</h2><p>Test-set values in nats per example "
+        f"<section><h2>Metrics per epoch</h2><p>Test-set values in nats per {unit} "
         "(single-sample ELBO).</p>" + table([esc(name) for _, name in columns], rows) + "</section>"
     )
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from vaekit.core.errors import ConfigError, VaekitError
 
 # Commands that do not handle sequence runs yet (docs/sequences.md): a one-line error.
-NOT_FOR_SEQUENCES = ("interpolate", "traverse", "manifold", "report", "denoise", "export")
+NOT_FOR_SEQUENCES = ("traverse", "manifold", "denoise", "export")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -87,6 +87,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         explore,
         export,
         inspect,
+        optimize,
         runs,
         serve,
         train,
@@ -102,6 +103,7 @@ def _commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         runs.add_runs,
         *explore.COMMANDS,
         *apply.COMMANDS,
+        optimize.add_optimize,
         export.add_export,
         serve.add_serve,
         completion.add_completion,

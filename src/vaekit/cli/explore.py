@@ -110,11 +110,29 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
         description="Encode A and B (test-set indices or image files of the model's size), "
         "decode STEPS codes on the path between their posterior means, and write a strip "
         "(A, the path, B) and an animated GIF beside it (a table: each feature along the "
-        "path, no GIF).",
+        "path, no GIF). A sequence run takes two strings (SMILES or text), decodes each "
+        "step greedily, prints the strings (molecules: marked valid or not by RDKit) and "
+        "writes them one per line.",
     )
-    _common(p, "interpolation.png")
-    p.add_argument("--from", dest="source", required=True, metavar="A", help="index or image")
-    p.add_argument("--to", dest="target", required=True, metavar="B", help="index or image")
+    _common(
+        p,
+        "interpolation.png; sequence runs: a text file, RUN/interpolation.smi for molecules, "
+        "else RUN/interpolation.txt",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="A",
+        help="index or image; sequences: a string",
+    )
+    p.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="B",
+        help="index or image; sequences: a string",
+    )
     p.add_argument("--steps", type=step_count, default=10, help="decoded steps (default 10)")
     p.add_argument(
         "--method", choices=["lerp", "slerp"], default="lerp", help="straight or spherical path"
@@ -124,12 +142,48 @@ def add_interpolate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaekit.apps.explore import save_interpolation
+    from vaekit.config.runs import RunFolder
 
+    if RunFolder(args.run).load_config().data.kind == "sequence":
+        return interpolate_sequences(args)
     output = _output(args, "interpolation.png")
     run = _open(args)
     gif = None if run.is_table else output.with_suffix(".gif")  # a table's path is no film
     save_interpolation(run, output, args.source, args.target, args.steps, args.method, gif=gif)
     return wrote([output] + ([gif] if gif else []))
+
+
+def interpolate_sequences(args: argparse.Namespace) -> int:
+    """`interpolate` for a sequence run: the strings decoded between strings A and B."""
+    from vaekit.apps.explore import (
+        check_beside_training,
+        interpolation_file,
+        save_sequence_interpolation,
+    )
+    from vaekit.core.errors import ConfigError
+    from vaekit.models.loading import open_run
+
+    if args.label is not None:
+        raise ConfigError(f"{args.run}: --label needs a conditional model (cvae, m2, m1m2 run)")
+    run = open_run(args.run, device=args.device)
+    output = args.output or interpolation_file(run.path, run.config.data)
+    check_beside_training(output, args.run)
+    path = save_sequence_interpolation(
+        run.model, run.config.data, output, args.source, args.target, args.steps, args.method
+    )
+    print(
+        f"{path.method} from A {path.source!r} to B {path.target!r}: {len(path.strings)} "
+        "codes decoded greedily"
+    )
+    width = max(len(s) for s in path.strings)
+    for i, (t, text) in enumerate(zip(path.t, path.strings)):
+        mark = "" if path.valid is None else ("  valid" if path.valid[i] else "  invalid")
+        print(f"t={t:.2f}  {text:<{width}}{mark}".rstrip())
+    if path.valid is not None:
+        print(f"valid SMILES (RDKit): {sum(path.valid)} of {len(path.valid)}")
+    elif path.note:
+        print(f"validity not marked: {path.note}")
+    return wrote([output])
 
 
 # --- traverse ---------------------------------------------------------------------------

@@ -517,11 +517,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     setattr(config.train, key, getattr(args, flag))
         run = train(config, resume=args.resume, progress=not args.quiet)
     else:
-        from vaekit.data.sequences import SEQUENCE_DATASETS
-
         config = build_train_config(args)
-        if args.report and config.data.name in SEQUENCE_DATASETS:
-            raise ConfigError("--report does not handle sequence runs yet (docs/sequences.md)")
         run = train(config, run_dir=args.out, progress=not args.quiet)
     if run.rank != 0:  # under torchrun, rank 0 reports
         return 0
