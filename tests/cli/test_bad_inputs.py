@@ -495,7 +495,7 @@ def test_bad_input(case: Case, good: Good, case_dir: Path, capsys):
 # commands that take no run folder (runs: a folder OF runs; completion: a shell name)
 NO_RUN_FOLDER = {"compare", "runs", "completion"}
 # values for required options, valid on their own ("{tmp}": the case's folder)
-DUMMY = {"--from": "0", "--to": "1", "--models": "vae", "-o": "{tmp}/out.npy"}
+DUMMY = {"--from": "0", "--to": "1", "--models": "vae", "-o": "{tmp}/out.npy", "--property": "qed"}
 
 
 def command_parsers() -> dict[str, argparse.ArgumentParser]:
