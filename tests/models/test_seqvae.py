@@ -116,13 +116,15 @@ def test_generation_is_batched_well_formed_and_reproducible():
     assert greedy.shape == (50, 6)
     for row in greedy.tolist():
         end = row.index(EOS)  # every row ends, within the width
-        assert all(t > UNK or t == UNK for t in row[:end])  # no <pad>, <bos> inside
+        assert all(t > UNK for t in row[:end])  # no <pad>, <bos>, <unk> inside
         assert all(t == PAD for t in row[end + 1 :])
     assert torch.equal(model.generate(z, temperature=1.0, top_k=1), greedy)
     draw = lambda seed: model.generate(  # noqa: E731
         z, temperature=1.0, generator=torch.Generator().manual_seed(seed)
     )
     assert torch.equal(draw(5), draw(5)) and not torch.equal(draw(5), draw(6))
+    # <unk> is what word dropout feeds the decoder, never a target: never drawn either
+    assert not (draw(7) == UNK).any()
     assert torch.equal(
         model.reconstruct(tiny_batch()), model.generate(model.encode(tiny_batch())[0])
     )
@@ -190,6 +192,9 @@ def test_kl_warmup_ramps_beta_for_sequences(tmp_path):
     )
     run = vaekit.train(config, tmp_path / "run", progress=False, outputs=False)
     assert [row["beta"] for row in run.history] == [0.5, 1.0]
+    config.train.kl_warmup_epochs, config.train.kl_warmup_steps = 0, 8  # 2 steps per epoch
+    run = vaekit.train(config, tmp_path / "steps", progress=False, outputs=False)
+    assert [row["beta"] for row in run.history] == [0.25, 0.5]
 
 
 def test_saved_and_loaded_model_gives_identical_outputs(grammar_run):

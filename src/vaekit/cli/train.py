@@ -82,6 +82,7 @@ TRAIN_OVERRIDES = {
     "tensorboard": ("train", "tensorboard"),
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
+    "kl_warmup_steps": ("train", "kl_warmup_steps"),
     "free_bits": ("train", "free_bits"),
     "iw_k": ("train", "iw_k"),
     "checkpoint_every": ("train", "checkpoint_every_steps"),
@@ -319,6 +320,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=seed)
     g.add_argument("--beta", type=non_negative_float, help="KL weight (beta-VAE); 1 is the ELBO")
     g.add_argument("--kl-warmup", type=non_negative_int, metavar="EPOCHS", help="ramp beta from 0")
+    g.add_argument(
+        "--kl-warmup-steps",
+        type=non_negative_int,
+        metavar="STEPS",
+        help="ramp beta from 0 over STEPS steps (instead of --kl-warmup, for long epochs)",
+    )
     g.add_argument(
         "--free-bits",
         type=non_negative_float,

@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     beta: float = 1.0
     kl_warmup_epochs: int = 0  # beta ramps linearly from 0 to `beta` over this many epochs
+    kl_warmup_steps: int = 0  # ... or over this many steps (for epochs longer than a run)
     free_bits: float = 0.0  # nats: floor on each latent dimension's batch-mean KL in the loss
     iw_k: int = 1  # importance samples of the IWAE training objective (1: the ELBO)
     eval_batch_size: int = 1000
@@ -210,6 +211,11 @@ class RunConfig:
         _check(self.train.weight_decay >= 0, "train.weight_decay must be >= 0 (0: none)")
         _check(self.train.beta >= 0, "train.beta must be >= 0")
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
+        _check(self.train.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0")
+        _check(
+            not (self.train.kl_warmup_steps and self.train.kl_warmup_epochs),
+            "give train.kl_warmup_epochs or train.kl_warmup_steps, not both",
+        )
         _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")
         _check(
             self.train.lr_schedule in LR_SCHEDULES,

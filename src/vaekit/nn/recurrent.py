@@ -147,7 +147,7 @@ class RecurrentDecoder(nn.Module):
         for t in range(self.length):
             outputs, state = self.gru(self.step_inputs(token, z), state)
             logits = self.out(outputs[:, 0]).float()
-            logits[:, [PAD, BOS]] = -torch.inf
+            logits[:, [PAD, BOS, UNK]] = -torch.inf  # never targets in training
             if t == self.length - 1:  # the stored width holds no longer sequence
                 logits = torch.full_like(logits, -torch.inf).index_fill_(1, eos, 0.0)
             token = choose_tokens(logits, temperature, top_k, generator).unsqueeze(1)

@@ -201,8 +201,8 @@ class Trainer:
 
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
-        """KL weight: ramps linearly from 0 to beta over the warm-up epochs."""
-        warmup_steps = self.cfg.kl_warmup_epochs * len(self.batches)
+        """KL weight: ramps linearly from 0 to beta over the warm-up epochs (or steps)."""
+        warmup_steps = self.cfg.kl_warmup_steps or self.cfg.kl_warmup_epochs * len(self.batches)
         if warmup_steps == 0:
             return self.cfg.beta
         return self.cfg.beta * min(1.0, (step + 1) / warmup_steps)
