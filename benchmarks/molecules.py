@@ -119,6 +119,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py, a sibling module
+
 HERE = Path(__file__).resolve().parent
 MOSES_PYTHON = os.environ.get("MOSES_PYTHON", "/work/moses-venv/bin/python")
 SNAPSHOTS = "snapshots"  # RUN/snapshots/<M>m.safetensors
@@ -146,17 +148,6 @@ TRAIN_DEFAULTS = {
 
 # MOSES's VAE at its defaults, as vaekit's seqvae (the throughput comparison).
 MOSES_SIZE = {"hidden": [256, 512, 512, 512], "latent_dim": 128, "embedding_dim": 30}
-
-
-def cpu_name() -> str:
-    """The processor's model name as /proc/cpuinfo gives it (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:

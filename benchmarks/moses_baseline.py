@@ -44,16 +44,7 @@ import time
 import warnings
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    """The processor's model name as /proc/cpuinfo gives it (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_name  # benchmarks/machine.py, a sibling module
 
 
 def moses_config(batch: int, seed: int):

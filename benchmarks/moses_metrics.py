@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py, a sibling module
+
 # What MOSES's README (the current release, whose split molsets 0.3.1 ships) publishes for
 # its VAE, mean of 3 runs, 30,000 samples each. Printed beside the measured row.
 PUBLISHED_VAE = {
@@ -72,17 +74,6 @@ def read_samples(path: Path, column: str) -> list[str]:
         return frame[column].tolist()
     lines = path.read_text().splitlines()
     return [line.split()[0] if line.strip() else "" for line in lines]
-
-
-def cpu_name() -> str:
-    """The processor's model name as /proc/cpuinfo gives it (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def reference_statistics(n_test: int, seed: int, n_jobs: int, cache_dir: Path) -> dict:

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import urllib.request
 from pathlib import Path
 
 import torch
+
+from machine import cpu_name  # benchmarks/machine.py, a sibling module
 
 
 def free_port() -> int:
@@ -51,16 +52,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def get_json(url: str) -> dict:
