@@ -109,6 +109,8 @@ def test_new_data_with_unknown_characters_names_the_line(text_run, tmp_path, cap
     [
         ["traverse"],
         ["manifold"],
+        ["serve"],
+        ["export", "-o", "exported"],
         ["sample", "--label", "1"],
         ["sample", "-n", "2", "--top-k", "-1"],
     ],

@@ -168,7 +168,7 @@ def train_classifier(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batches = BatchIterator(splits.train.x, splits.train.y, 128, seed=seed)
+    batches = BatchIterator(splits.train.storage, splits.train.y, 128, seed=seed)  # per batch
     net.train()
     bar = progress_bar(
         CLASSIFIER_EPOCHS * len(batches),
