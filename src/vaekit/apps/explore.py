@@ -8,8 +8,8 @@ The pure functions (`encode_means`, `kl_per_dim`, `latent_codes`, `manifold`,
 commands and the HTML report draw exactly the same pictures. A table run (rows of
 features) gets per-feature plots where an image run gets image grids.
 
-Exploration writes beside what training wrote, never over it: TRAINING_PICTURES are the
-pictures `vaekit train` leaves in a run folder, TRAINING_TEXTS a sequence run's text files.
+Exploration writes beside what training wrote, never over it: TRAINING_FILES (in
+training/pictures.py) are the pictures and texts `vaekit train` leaves in a run folder.
 """
 
 from __future__ import annotations
@@ -39,24 +39,13 @@ from vaekit.models import loading
 from vaekit.models.base import GaussianVAE, gaussian_kl, label_args
 from vaekit.models.batched import encode_all
 from vaekit.models.loading import FixedLabel
-from vaekit.training.pictures import sequence_files
+from vaekit.training.pictures import TRAINING_FILES
 
 METHODS = ("auto", "pca", "tsne")
 PATHS = ("lerp", "slerp")
 DEFAULT_N, TSNE_DEFAULT_N = 5000, 2000  # test images in a latent plot
 MAX_TRAVERSE_ROWS = 16  # default rows of a traversal: the 16 dims carrying the most KL
 PRIOR_DRAWS = 20_000  # draws of a prior other than N(0, I) for its quantiles and medians
-TRAINING_PICTURES = frozenset(  # what training/pictures.py writes into a run folder
-    {
-        "samples.png",
-        "reconstructions.png",
-        "analogies.png",
-        "feature_reconstructions.png",
-        "latent.png",
-        "loss_curves.png",
-    }
-)
-TRAINING_TEXTS = frozenset(sequence_files(True) + sequence_files(False))  # sequence runs'
 
 
 def check_beside_training(output: str | Path, run_dir: str | Path) -> None:
@@ -64,12 +53,12 @@ def check_beside_training(output: str | Path, run_dir: str | Path) -> None:
     output, run_dir = Path(output), Path(run_dir)
     if output.resolve().parent != run_dir.resolve():
         return
-    for names, what in ((TRAINING_PICTURES, "a picture"), (TRAINING_TEXTS, "a file")):
-        if output.name in names:
-            raise ConfigError(
-                f"{output}: {what} training wrote; exploration writes beside it (choose "
-                "another -o or leave -o out)"
-            )
+    if output.name in TRAINING_FILES:
+        what = "a picture" if output.suffix == ".png" else "a file"
+        raise ConfigError(
+            f"{output}: {what} training wrote; exploration writes beside it (choose "
+            "another -o or leave -o out)"
+        )
 
 
 # --- a run's model and data -------------------------------------------------------------

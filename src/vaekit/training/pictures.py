@@ -22,6 +22,21 @@ from vaekit.models.batched import encode_all, reconstruct_all
 
 TABLE_ROWS = 1000  # test rows in a table run's per-feature reconstruction plot
 SEQUENCE_RECONSTRUCTIONS = 1000  # test sequences in reconstructions.txt
+# every file write_outputs may leave in a run folder: exploration writes beside them, never
+# over them (apps/explore.check_beside_training)
+TRAINING_FILES = frozenset(
+    {
+        "samples.png",
+        "reconstructions.png",
+        "analogies.png",
+        "feature_reconstructions.png",
+        "latent.png",
+        "loss_curves.png",
+        "samples.txt",
+        "samples.smi",
+        "reconstructions.txt",
+    }
+)
 
 
 def write_outputs(run: RunFolder, model: nn.Module, data: DataSplits, history: list[dict]) -> None:
