@@ -46,7 +46,7 @@ def default_text(action: argparse.Action) -> str:
     default = getattr(action, "shown_default", action.default)  # cli/train.py sets it
     if default is None or default is False or default == [] or default == argparse.SUPPRESS:
         return ""
-    if not action.option_strings or isinstance(action, argparse._VersionAction):
+    if not action.option_strings or getattr(action, "version", None) is not None:  # --version
         return ""
     shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
     return f"default: {shown}".replace("%", "%%")
