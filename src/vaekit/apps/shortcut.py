@@ -12,6 +12,7 @@ images; uint8 pixels are read as x / 255). `VAE.load(path)` reopens a run.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from vaekit.apps.anomaly import anomaly_scores
 from vaekit.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.core.errors import ConfigError, RunError
+from vaekit.core.noise import in_unit_range
 from vaekit.data.datasets import as_float
 from vaekit.data.memory import examples_as_storage, items_from_memory
 from vaekit.models.batched import encode_all, map_batches, model_device, reconstruct_all
@@ -135,10 +137,7 @@ class VAE:
     def _config(self, storage: torch.Tensor) -> RunConfig:
         s = dict(self.settings)
         if s["likelihood"] == "auto":
-            in_unit = storage.dtype == torch.uint8 or bool(
-                storage.min() >= 0 and storage.max() <= 1
-            )
-            s["likelihood"] = "bernoulli" if in_unit else "gaussian-perdim"
+            s["likelihood"] = "bernoulli" if in_unit_range(storage) else "gaussian-perdim"
         model = ModelConfig(
             name=s["model"],
             arch=s["arch"],
@@ -146,7 +145,7 @@ class VAE:
             latent_dim=s["latent_dim"],
             likelihood=s["likelihood"],
         )
-        known = TrainConfig.__dataclass_fields__
+        known = [f.name for f in fields(TrainConfig)]
         unknown = sorted(set(self.train_options) - set(known))
         if unknown:
             raise ConfigError(f"unknown training option {unknown[0]!r} (known: {', '.join(known)})")

@@ -255,7 +255,7 @@ def run_summary(path: Path) -> dict[str, Any]:
         "model": f"{config.model.name} ({arch} {config.model.hidden}, z={config.model.latent_dim})",
         "latent_dim": model.latent_dim,
         "likelihood": config.model.likelihood,
-        "kind": "table" if len(model.shape) != 3 else "image",
+        "kind": config.data.kind or ("table" if len(model.shape) != 3 else "image"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs_done": metrics[-1]["epoch"] if metrics else 0,
         "epochs_planned": config.train.epochs,
