@@ -95,6 +95,8 @@ def test_anomaly_command_scores_flags_and_auroc(apps, capsys, tmp_path):
     assert list(rows[0]) == ["id", "score", "flag", "label"] and len(rows) == 128 + 32
     threshold = summary["threshold"]["threshold"]
     assert all(int(r["flag"]) == (float(r["score"]) > threshold) for r in rows)
+    highest = sorted(rows, key=lambda r: -float(r["score"]))[:10]
+    assert [r["id"] for r in summary["most_anomalous"]] == [r["id"] for r in highest]
     # the threshold is the 0.99 quantile of the training scores stored in the run
     stored, meta = load_tensors(run / CALIBRATION_FILE)
     assert meta["n"] == 256 and meta["labels"] == ["0", "1", "2", "3"]

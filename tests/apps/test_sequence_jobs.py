@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import html
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -238,6 +239,7 @@ def test_encode_test_split_and_own_file(molecule_run, tmp_path, capsys):
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "n.csv").open()))
     assert [row["id"] for row in rows] == ["1", "3"]  # file lines; the blank one left out
+    assert [row["smiles"] for row in rows] == ["CCO", "CCCC"]  # the molecule beside its id
     run = open_run(molecule_run)
     means, _ = run.model.encode(tokenize_strings(["CCO", "CCCC"], run.config.data, "t").long())
     got = torch.tensor([[float(row[f"z_mean_{d}"]) for d in range(2)] for row in rows])
@@ -252,5 +254,11 @@ def test_anomaly_scores_unusual_molecules_higher(molecule_run, tmp_path, capsys)
     args = ["anomaly", molecule_run, "--data", new, "--quiet", "-o", tmp_path / "b"]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
-    scores = [float(row["score"]) for row in csv.DictReader((tmp_path / "b" / "scores.csv").open())]
+    rows = list(csv.DictReader((tmp_path / "b" / "scores.csv").open()))
+    scores = [float(row["score"]) for row in rows]
     assert len(scores) == 4 and max(scores[:2]) < min(scores[2:])  # nats: training-like first
+    assert [row["smiles"] for row in rows] == ["CCO", "CCCO", "((((((", "=O(=C("]
+    top = json.loads((tmp_path / "b" / "summary.json").read_text())["most_anomalous"]
+    assert {row["smiles"] for row in top[:2]} == {"((((((", "=O(=C("}
+    assert [row["score"] for row in top] == sorted(scores, reverse=True)
+    assert "highest scores: " + top[0]["smiles"] in stdout

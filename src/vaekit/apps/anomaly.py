@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from vaekit.apps import ood
-from vaekit.apps.encode import check_shape, data_items, open_inputs
+from vaekit.apps.encode import Texts, check_shape, data_items, id_columns, open_inputs
 from vaekit.config.runs import RunFolder
 from vaekit.core.errors import ConfigError, RunError
 from vaekit.core.files import atomic_write_text, load_tensors, save_tensors
@@ -62,6 +62,7 @@ CALIBRATION_FILE = "anomaly_calibration.safetensors"
 THRESHOLD_FILE = "anomaly.json"
 MAX_CALIBRATION = 10_000  # training examples scored for the threshold (a seeded subset)
 CHUNK_ROWS = 4096  # decoder evaluations per step (examples x samples)
+MOST_ANOMALOUS = 10  # examples listed in summary.json
 
 
 # --- scores -------------------------------------------------------------------------------
@@ -329,17 +330,35 @@ def record_threshold(run: RunFolder, score: str, entry: dict[str, Any]) -> None:
 
 # --- outputs ------------------------------------------------------------------------------
 def scores_csv(
-    ids: list[str], scores: torch.Tensor, flags: torch.Tensor, labels: list[str] | None
+    ids: list[str],
+    scores: torch.Tensor,
+    flags: torch.Tensor,
+    labels: list[str] | None,
+    texts: Texts | None = None,
 ) -> str:
-    """id, score, flag (1 = above the threshold), label (when the data has labels)."""
+    """id, smiles/text (sequence runs), score, flag (1 = above the threshold), label (when
+    the data has labels)."""
+    header, firsts = id_columns(ids, texts, None)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "score", "flag"] + (["label"] if labels is not None else []))
-    for i, (value, flag) in enumerate(zip(scores.tolist(), flags.tolist())):
-        writer.writerow(
-            [ids[i], f"{value:.4f}", int(flag)] + ([labels[i]] if labels is not None else [])
-        )
+    writer.writerow(header + ["score", "flag"] + (["label"] if labels is not None else []))
+    for i, (first, value, flag) in enumerate(zip(firsts, scores.tolist(), flags.tolist())):
+        label = [labels[i]] if labels is not None else []
+        writer.writerow(first + [f"{value:.4f}", int(flag)] + label)
     return buffer.getvalue()
+
+
+def most_anomalous(
+    ids: list[str], scores: torch.Tensor, texts: Texts | None, n: int = MOST_ANOMALOUS
+) -> list[dict[str, Any]]:
+    """The `n` highest-scoring examples, highest first: id, score (and the string itself
+    for a sequence run), for the summary and the command's output."""
+    top = torch.argsort(scores, descending=True)[:n].tolist()
+    rows = [{"id": ids[i], "score": round(scores[i].item(), 4)} for i in top]
+    if texts is not None:
+        for row, i in zip(rows, top):
+            row[texts.name] = texts.values[i]
+    return rows
 
 
 def save_histogram(
@@ -479,8 +498,11 @@ def detect_anomalies(
         "metrics": detection_metrics(values, truth) if truth is not None else {"skipped": note},
         "anomalous_labels": anomalous_labels,
     }
+    texts = inputs.texts()
+    report["most_anomalous"] = most_anomalous(inputs.items.ids, values, texts)
     title = f"{score} ({description}) of {inputs.source}"
-    atomic_write_text(out / "scores.csv", scores_csv(inputs.items.ids, values, flags, labels))
+    csv_text = scores_csv(inputs.items.ids, values, flags, labels, texts)
+    atomic_write_text(out / "scores.csv", csv_text)
     save_histogram(
         values, threshold, out / "scores.png", title, calibration[score], truth, quantile
     )

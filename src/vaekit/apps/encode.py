@@ -27,6 +27,7 @@ from vaekit.core.files import atomic_write_bytes, atomic_write_text
 from vaekit.data.arrays import READERS, Items, items_for_path, read_items, split_indices
 from vaekit.data.datasets import Dataset
 from vaekit.data.registry import load_data
+from vaekit.data.sequences import is_molecules, vocabulary_of
 from vaekit.evaluation.metrics import class_probabilities, known_label_accuracy
 from vaekit.models.base import gaussian_kl
 from vaekit.models.batched import encode_all
@@ -49,6 +50,23 @@ class Inputs:
     def is_images(self) -> bool:
         """False for tables and vectors (kind "table", examples shaped (D,))."""
         return self.items.kind == "image"
+
+    def texts(self) -> Texts | None:
+        """A sequence run's examples as strings (SMILES for molecules), for the output
+        files to show what each id is; None for other runs."""
+        data = self.config.data
+        if data.kind != "sequence":
+            return None
+        name = "smiles" if is_molecules(data) else "text"
+        return Texts(name, vocabulary_of(data).decode(self.items.x))
+
+
+@dataclass
+class Texts:
+    """A column of strings beside the ids: its name ("smiles" or "text") and values."""
+
+    name: str
+    values: list[str]
 
 
 def data_items(config: DataConfig, path: str | Path | None, split: str = "test") -> Items:
@@ -104,16 +122,24 @@ def encoding_columns(latent_dim: int, variances: bool) -> list[str]:
 
 
 def encoding_npy(
-    ids: list[str], labels: list[str] | None, mean: torch.Tensor, log_var: torch.Tensor | None
+    ids: list[str],
+    labels: list[str] | None,
+    mean: torch.Tensor,
+    log_var: torch.Tensor | None,
+    texts: Texts | None = None,
 ) -> bytes:
-    """A structured .npy: fields id, label (if any), z_mean and z_log_var (if any), no pickle."""
+    """A structured .npy: fields id, smiles/text (sequence runs), label (if any), z_mean and
+    z_log_var (if any), no pickle."""
     width = lambda names: max(1, *(len(s) for s in names))  # noqa: E731
     fields = [("id", f"<U{width(ids)}")]
+    fields += [(texts.name, f"<U{width(texts.values)}")] if texts is not None else []
     fields += [("label", f"<U{width(labels)}")] if labels is not None else []
     fields += [("z_mean", "<f4", (mean.shape[1],))]
     fields += [("z_log_var", "<f4", (mean.shape[1],))] if log_var is not None else []
     table = np.zeros(len(ids), dtype=fields)
     table["id"] = ids
+    if texts is not None:
+        table[texts.name] = texts.values
     if labels is not None:
         table["label"] = labels
     table["z_mean"] = mean.numpy()
@@ -124,21 +150,35 @@ def encoding_npy(
     return buffer.getvalue()
 
 
+def id_columns(
+    ids: list[str], texts: Texts | None, labels: list[str] | None
+) -> tuple[list[str], list[list[str]]]:
+    """The leading columns of a per-example CSV: id, smiles/text (sequence runs), label (if
+    any); their header and each example's values."""
+    header = ["id"] + ([texts.name] if texts else []) + (["label"] if labels is not None else [])
+    rows = [
+        [ids[i]]
+        + ([texts.values[i]] if texts else [])
+        + ([labels[i]] if labels is not None else [])
+        for i in range(len(ids))
+    ]
+    return header, rows
+
+
 def encoding_csv(
-    ids: list[str], labels: list[str] | None, mean: torch.Tensor, log_var: torch.Tensor | None
+    ids: list[str],
+    labels: list[str] | None,
+    mean: torch.Tensor,
+    log_var: torch.Tensor | None,
+    texts: Texts | None = None,
 ) -> str:
-    """CSV: id, label (if any), z_mean_0..., z_log_var_0... (if any)."""
+    """CSV: id, smiles/text (sequence runs), label (if any), z_mean_0..., z_log_var_0... (if any)."""
     values = mean if log_var is None else torch.cat([mean, log_var], 1)
-    header = (
-        ["id"]
-        + (["label"] if labels is not None else [])
-        + encoding_columns(mean.shape[1], log_var is not None)
-    )
+    header, firsts = id_columns(ids, texts, labels)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for i, row in enumerate(values.tolist()):
-        first = [ids[i]] + ([labels[i]] if labels is not None else [])
+    writer.writerow(header + encoding_columns(mean.shape[1], log_var is not None))
+    for first, row in zip(firsts, values.tolist()):
         writer.writerow(first + [f"{v:.7g}" for v in row])
     return buffer.getvalue()
 
@@ -157,11 +197,11 @@ def encode_run(
         raise ConfigError(f"{output}: output must be a .npy or .csv file")
     inputs = open_inputs(run_dir, data, split, device)
     mean, log_var = encode_all(inputs.model, inputs.items.x)
-    ids, labels = inputs.items.ids, inputs.items.label_names()
+    ids, labels, texts = inputs.items.ids, inputs.items.label_names(), inputs.texts()
     if output.suffix.lower() == ".npy":
-        atomic_write_bytes(output, encoding_npy(ids, labels, mean, log_var))
+        atomic_write_bytes(output, encoding_npy(ids, labels, mean, log_var, texts))
     else:
-        atomic_write_text(output, encoding_csv(ids, labels, mean, log_var))
+        atomic_write_text(output, encoding_csv(ids, labels, mean, log_var, texts))
     return {
         "output": str(output),
         "n_examples": len(ids),
@@ -208,10 +248,9 @@ def classify_run(
     labels = inputs.items.label_names()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    header = ["id"] + (["label"] if labels is not None else []) + ["predicted"]
-    writer.writerow(header + [f"p_{name}" for name in names])
-    for i, row in enumerate(probabilities.tolist()):
-        first = [inputs.items.ids[i]] + ([labels[i]] if labels is not None else [])
+    header, firsts = id_columns(inputs.items.ids, None, labels)
+    writer.writerow(header + ["predicted"] + [f"p_{name}" for name in names])
+    for i, (first, row) in enumerate(zip(firsts, probabilities.tolist())):
         writer.writerow(first + [names[predicted[i]]] + [f"{p:.6f}" for p in row])
     atomic_write_text(output, buffer.getvalue())
     accuracy = None

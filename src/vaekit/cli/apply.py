@@ -130,6 +130,9 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         )
     else:
         print(f"no AUROC: {metrics['skipped']}")
+    top = report["most_anomalous"][:3]
+    shown = lambda row: row.get("smiles", row.get("text", row["id"]))  # noqa: E731
+    print("highest scores: " + ", ".join(f"{shown(row)} ({row['score']:.2f})" for row in top))
     calibration = [p for p, t in file_times(args.run).items() if before.get(p) != t]
     return wrote(list(dict.fromkeys(report["files"] + [str(p) for p in calibration])))
 
