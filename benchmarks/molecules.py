@@ -96,7 +96,11 @@ always bidirectional and MOSES's default one is not, so a third contender, MOSES
 `q_bidir` (exactly vaekit's architecture), is timed too (--no-bidir leaves it out). All
 are built and warmed up (2 steps) first, then take turns of --seconds each, in alternating
 order (A B C, C B A, ...), so that drifts in the machine's speed hit all alike; the figure
-that counts is the median over rounds of vaekit's rate over each MOSES contender's. It
+that counts is the median over rounds of vaekit's rate over each MOSES contender's.
+vaekit's batches hold sequences of similar length (its default for sequence runs);
+--unbucketed adds vaekit with uniformly random batches as one more contender. A bucketed
+batch's cost depends on its length, so compare the overall rates too (all sequences over
+all seconds), which average over many batches. It
 needs MOSES and vaekit in one Python: in the MOSES venv, `pip install --no-deps -e .` and
 vaekit's missing dependencies with the venv's pins named (see MOSES.md); run from another
 Python, it re-runs itself with --moses-python.
@@ -768,8 +772,11 @@ def timed_turns(step, warmup: int):
     return turn
 
 
-def vaekit_contender(data, batch: int, device: str, kl_weight: float, warmup: int):
-    """vaekit's Trainer.train_step over its own in-memory batches, MOSES's size."""
+def vaekit_contender(
+    data, batch: int, device: str, kl_weight: float, warmup: int, buckets: bool = True
+):
+    """vaekit's Trainer.train_step over its own in-memory batches, MOSES's size; with
+    `buckets`, batches of similar length (the default, train.length_buckets)."""
     import torch
 
     from vaekit.config import RunConfig
@@ -788,6 +795,7 @@ def vaekit_contender(data, batch: int, device: str, kl_weight: float, warmup: in
                 "beta": kl_weight,
                 "device": device,
                 "seed": 0,
+                "length_buckets": buckets,
             },
         }
     )
@@ -880,6 +888,10 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     vocab = VAETrainer(moses_config(args.batch, seed=0)).get_vocabulary(train_data)
     built["vaekit"] = vaekit_contender(data, args.batch, args.device, kl, args.warmup)
+    if args.unbucketed:
+        built["vaekit-unbucketed"] = vaekit_contender(
+            data, args.batch, args.device, kl, args.warmup, buckets=False
+        )
     for name, bidir in (("moses", False), ("moses-bidir", True)):
         if bidir and not args.bidir:
             continue
@@ -934,6 +946,16 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         + "  "
         + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items())
     )
+    overall = {
+        f"vaekit/{o}": summary["vaekit"]["overall_rate"] / summary[o]["overall_rate"]
+        for o in names[1:]
+    }
+    print(
+        "overall: "
+        + "  ".join(f"{n} {summary[n]['overall_rate']:.1f} seq/s" for n in names)
+        + "  "
+        + "  ".join(f"{k} {v:.2f}" for k, v in overall.items())
+    )
     if args.out:
         write_json(
             args.out,
@@ -953,6 +975,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
                 "rounds": rounds,
                 "summary": summary,
                 "median_ratios": ratios,
+                "overall_ratios": overall,
             },
         )
         print(f"wrote {args.out}")
@@ -1006,6 +1029,11 @@ def build_parser(vaekit_flags: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device for both (default cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--no-bidir", dest="bidir", action="store_false", help="no moses-bidir")
+    p.add_argument(
+        "--unbucketed",
+        action="store_true",
+        help="also time vaekit with uniformly random batches (--no-length-buckets)",
+    )
     p.add_argument("--out", type=Path, help="write the rounds and medians as JSON")
     p.add_argument("--moses-python", default=MOSES_PYTHON, help=argparse.SUPPRESS)
     p.set_defaults(run_command=cmd_throughput)

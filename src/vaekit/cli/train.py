@@ -80,6 +80,7 @@ TRAIN_OVERRIDES = {
     "weight_decay": ("train", "weight_decay"),
     "seed": ("train", "seed"),
     "tensorboard": ("train", "tensorboard"),
+    "length_buckets": ("train", "length_buckets"),
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
     "kl_warmup_steps": ("train", "kl_warmup_steps"),
@@ -303,6 +304,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         metavar="EPOCHS",
         help="evaluate and write a metrics row every EPOCHS epochs (and at the end)",
+    )
+    g.add_argument(
+        "--length-buckets",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sequence runs: batches of sequences of similar length, shuffled (less padding, "
+        "faster steps; the default); --no-length-buckets: uniformly random batches",
     )
     g.add_argument(
         "--grad-clip",

@@ -108,6 +108,7 @@ class TrainConfig:
     free_bits: float = 0.0  # nats: floor on each latent dimension's batch-mean KL in the loss
     iw_k: int = 1  # importance samples of the IWAE training objective (1: the ELBO)
     eval_batch_size: int = 1000
+    length_buckets: bool = True  # sequence runs: batches of similar length (less padding)
     checkpoint_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
     num_threads: int = 0  # 0: torch's default (one per physical core)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

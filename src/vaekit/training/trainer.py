@@ -25,6 +25,7 @@ from vaekit.core.progress import progress_bar
 from vaekit.data.batches import BatchIterator
 from vaekit.data.binarize import BINARIZE_TEST_SEED, BINARIZE_VALID_SEED, binarize_fixed
 from vaekit.data.datasets import Dataset, DataSplits
+from vaekit.data.sequences import token_counts
 from vaekit.evaluation.metrics import (
     classification_accuracy,
     collapse_warning,
@@ -177,6 +178,7 @@ class Trainer:
             seed=self.cfg.seed,
             rank=context.rank,
             world_size=context.world_size,
+            lengths=self.bucket_lengths(data.train),
         )
         options = loss_options(config, self.model)
         objective = objective_for(self.model, options, self.device, context.parallel)
@@ -184,6 +186,13 @@ class Trainer:
         self.step = choose_step(
             self.model, self.cfg, self.precision, context.parallel, autograd, self.forward_context
         )
+
+    def bucket_lengths(self, train: Dataset) -> torch.Tensor | None:
+        """Each training sequence's length, for batches of similar length (train.length_buckets
+        on a sequence run); None otherwise."""
+        if train.kind != "sequence" or not self.cfg.length_buckets:
+            return None
+        return token_counts(train.storage)
 
     def autocast(self):
         """Autocast the networks to bf16/fp16 when asked for; the model sums in fp32."""
