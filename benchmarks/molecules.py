@@ -39,6 +39,13 @@ added; the harness sets these unless a flag (or --config/--preset) names them:
   --batch-size 128
       Faster per sequence than 512 here (680 against 583 sequences/s for the 1-layer size:
       a batch pads to its longest SMILES, and small batches pad less) and 4x the updates.
+  --precision auto
+      bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX, as the Zen 5
+      of the development machine), fp32 elsewhere. GRUs on CPUs are matrix products, and
+      bf16 ones run about 5x faster there: this size trained at 2.3x the sequences per
+      second of fp32 (one thread beside another job, 2026-12-06: 340 steps of 128 in 45 s
+      against 94 s), with the same loss at the same step (42.0 against 42.8 nats at step
+      340). Sums and the loss stay in fp32 (vaekit's autocast).
   --lr 1e-3 --lr-schedule cosine --lr-min 1e-4
       Adam; the cosine decay runs over the time budget (vaekit's progress fraction is the
       budget's), so the last minutes anneal.
@@ -140,6 +147,7 @@ TRAIN_DEFAULTS = {
     "latent_dim": 64,
     "embedding_dim": 32,
     "batch_size": 128,
+    "precision": "auto",
     "lr": 1e-3,
     "lr_schedule": "cosine",
     "grad_clip": 100.0,
@@ -773,10 +781,17 @@ def timed_turns(step, warmup: int):
 
 
 def vaekit_contender(
-    data, batch: int, device: str, kl_weight: float, warmup: int, buckets: bool = True
+    data,
+    batch: int,
+    device: str,
+    kl_weight: float,
+    warmup: int,
+    buckets: bool = True,
+    precision: str = "fp32",
 ):
     """vaekit's Trainer.train_step over its own in-memory batches, MOSES's size; with
-    `buckets`, batches of similar length (the default, train.length_buckets)."""
+    `buckets`, batches of similar length (the default, train.length_buckets); `precision`
+    as vaekit train's --precision."""
     import torch
 
     from vaekit.config import RunConfig
@@ -796,6 +811,7 @@ def vaekit_contender(
                 "device": device,
                 "seed": 0,
                 "length_buckets": buckets,
+                "precision": precision,
             },
         }
     )
@@ -887,10 +903,15 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     built = {}
     started = time.perf_counter()
     vocab = VAETrainer(moses_config(args.batch, seed=0)).get_vocabulary(train_data)
-    built["vaekit"] = vaekit_contender(data, args.batch, args.device, kl, args.warmup)
-    if args.unbucketed:
-        built["vaekit-unbucketed"] = vaekit_contender(
-            data, args.batch, args.device, kl, args.warmup, buckets=False
+    for name, buckets, precision in (
+        ("vaekit", True, "fp32"),
+        ("vaekit-unbucketed", False, "fp32"),
+        ("vaekit-bf16", True, "bf16"),
+    ):
+        if (not buckets and not args.unbucketed) or (precision == "bf16" and not args.bf16):
+            continue
+        built[name] = vaekit_contender(
+            data, args.batch, args.device, kl, args.warmup, buckets, precision
         )
     for name, bidir in (("moses", False), ("moses-bidir", True)):
         if bidir and not args.bidir:
@@ -912,6 +933,11 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         f"{build_s:.1f} s",
         flush=True,
     )
+    # each vaekit contender over each MOSES one, and bucketed over unbucketed
+    pairs = [
+        f"{v}/{m}" for v in names if v.startswith("vaekit") for m in names if m.startswith("moses")
+    ]
+    pairs += ["vaekit/vaekit-unbucketed"] if "vaekit-unbucketed" in names else []
     rounds = []
     for r in range(args.rounds):
         order = names if r % 2 == 0 else names[::-1]
@@ -919,14 +945,14 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         row = {
             name: {"sequences": n, "seconds": s, "rate": n / s} for name, (n, s) in turns.items()
         }
-        for other in names[1:]:
-            row[f"vaekit/{other}"] = row["vaekit"]["rate"] / row[other]["rate"]
+        for pair in pairs:
+            row[pair] = ratio_of(pair, row, "rate")
         rounds.append(row)
         print(
             f"round {r + 1} ({' '.join(order)}): "
             + "  ".join(f"{n} {row[n]['rate']:.1f} seq/s" for n in names)
             + "  "
-            + "  ".join(f"vaekit/{o} {row[f'vaekit/{o}']:.2f}" for o in names[1:]),
+            + "  ".join(f"{pair} {row[pair]:.2f}" for pair in pairs),
             flush=True,
         )
     summary = {
@@ -939,23 +965,18 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     }
     for name in names:
         summary[name]["overall_rate"] = summary[name]["sequences"] / summary[name]["seconds"]
-    ratios = {f"vaekit/{o}": statistics.median(r[f"vaekit/{o}"] for r in rounds) for o in names[1:]}
-    print(
-        "median: "
-        + "  ".join(f"{n} {summary[n]['median_rate']:.1f} seq/s" for n in names)
-        + "  "
-        + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-    )
-    overall = {
-        f"vaekit/{o}": summary["vaekit"]["overall_rate"] / summary[o]["overall_rate"]
-        for o in names[1:]
-    }
-    print(
-        "overall: "
-        + "  ".join(f"{n} {summary[n]['overall_rate']:.1f} seq/s" for n in names)
-        + "  "
-        + "  ".join(f"{k} {v:.2f}" for k, v in overall.items())
-    )
+    ratios = {pair: statistics.median(r[pair] for r in rounds) for pair in pairs}
+    overall = {pair: ratio_of(pair, summary, "overall_rate") for pair in pairs}
+    for title, rate, values in (
+        ("median", "median_rate", ratios),
+        ("overall", "overall_rate", overall),
+    ):
+        print(
+            f"{title}: "
+            + "  ".join(f"{n} {summary[n][rate]:.1f} seq/s" for n in names)
+            + "  "
+            + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+        )
     if args.out:
         write_json(
             args.out,
@@ -980,6 +1001,12 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.out}")
     return 0
+
+
+def ratio_of(pair: str, rows: dict, key: str) -> float:
+    """rows[A][key] / rows[B][key] for the pair "A/B"."""
+    a, b = pair.split("/")
+    return rows[a][key] / rows[b][key]
 
 
 # --- command line -----------------------------------------------------------------------
@@ -1033,6 +1060,11 @@ def build_parser(vaekit_flags: bool = False) -> argparse.ArgumentParser:
         "--unbucketed",
         action="store_true",
         help="also time vaekit with uniformly random batches (--no-length-buckets)",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time vaekit with --precision bf16 (autocast; fast on CPUs with AVX512-BF16)",
     )
     p.add_argument("--out", type=Path, help="write the rounds and medians as JSON")
     p.add_argument("--moses-python", default=MOSES_PYTHON, help=argparse.SUPPRESS)
