@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from helpers import assert_one_line_error, grammar_lines, run_cli, write_lines
-from vaekit.apps.explore import latent_path
+from vaekit.apps.explore import latent_path, pick_test_image, traversal_codes
+from vaekit.apps.explore import open_run as open_explore
 from vaekit.cli import main
 from vaekit.data.sequences import vocabulary_of
 from vaekit.evaluation.sequences import sample_strings, tokenize_strings
@@ -224,6 +225,41 @@ def test_train_report_flag_works_for_sequences(tmp_path, capsys):
     assert code == 0, err
     assert f"report: {tmp_path / 'r' / 'report.html'}" in stdout
     assert "Interpolation" in (tmp_path / "r" / "report.html").read_text()
+
+
+# --- traverse ----------------------------------------------------------------------------
+def test_traverse_decodes_each_dimension_around_a_test_molecule(molecule_run, capsys):
+    args = ["traverse", molecule_run, "--index", "2", "--steps", "5", "--range", "2"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    lines = (molecule_run / "traversal.txt").read_text().splitlines()
+    run = open_run(molecule_run)
+    blocks = [i for i, line in enumerate(lines) if line.startswith("# z[")]
+    assert len(blocks) == 2  # both latent dimensions, highest KL first
+    # each row: the greedy decoding of the test code with one dimension set to the value
+    explore = open_explore(molecule_run)
+    x, _ = pick_test_image(explore.test, 2)
+    means, _ = run.model.encode(x[None].long())
+    dims = [int(lines[b].split("[")[1].split("]")[0]) for b in blocks]
+    z = traversal_codes(means.detach()[0], dims, 2.0, 5)
+    expected = vocabulary_of(run.config.data).decode(run.model.generate(z))
+    rows = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert [r[1] for r in rows] == expected
+    assert [float(r[0]) for r in rows[:5]] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    if has_rdkit:
+        assert all(r[2] in ("valid", "invalid") for r in rows)
+    assert "traversed 2 dims" in stdout and expected[0] in stdout
+
+
+def test_traverse_of_a_text_run_has_no_validity_marks(text_run, capsys, tmp_path):
+    args = ["traverse", text_run, "--dims", "1", "--steps", "3", "-o", tmp_path / "t.txt"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    rows = [ln.split("\t") for ln in (tmp_path / "t.txt").read_text().splitlines() if ln[0] != "#"]
+    assert len(rows) == 3 and all(len(r) == 2 for r in rows)
+    code, _, err = run_cli(["traverse", text_run, "--dims", "9"], capsys)
+    assert_one_line_error(code, err)
+    assert "--dims 9: no such latent dimension" in err
 
 
 # --- encode and anomaly --------------------------------------------------------------------

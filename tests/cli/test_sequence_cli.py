@@ -107,7 +107,6 @@ def test_new_data_with_unknown_characters_names_the_line(text_run, tmp_path, cap
 @pytest.mark.parametrize(
     "args",
     [
-        ["traverse"],
         ["manifold"],
         ["serve"],
         ["export", "-o", "exported"],

@@ -412,12 +412,20 @@ def traverse(
     """One row per dim d: x's posterior mean with z[d] set to each of linspace(-range, range).
 
     Returns (len(dims) * steps, C, H, W), row-major."""
-    code = encode_means(model, x[None])[0]
+    z = traversal_codes(encode_means(model, x[None])[0], dims, value_range, steps)
+    return model.decode_mean(z.to(_device(model))).float().cpu()
+
+
+def traversal_codes(
+    code: torch.Tensor, dims: list[int], value_range: float, steps: int
+) -> torch.Tensor:
+    """(len(dims) * steps, D) copies of `code`, row r * steps + i with dimension dims[r] set
+    to the i-th of linspace(-range, range, steps)."""
     values = torch.linspace(-value_range, value_range, steps)
     z = code.repeat(len(dims) * steps, 1)
     for row, d in enumerate(dims):
         z[row * steps : (row + 1) * steps, d] = values
-    return model.decode_mean(z.to(_device(model))).float().cpu()
+    return z
 
 
 # --- inputs: test-set indices or image files --------------------------------------------
@@ -647,6 +655,53 @@ def save_interpolation(
     return path
 
 
+def traversal_dims(run: ExploreRun, dims: list[int] | None) -> list[int]:
+    """The dims asked for (checked), or the MAX_TRAVERSE_ROWS of highest KL."""
+    if dims is None:
+        return ranked_dims(run)[:MAX_TRAVERSE_ROWS]
+    bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
+    if bad:
+        raise ConfigError(
+            f"--dims {bad[0]}: no such latent dimension (the model has {run.model.latent_dim}: "
+            f"0..{run.model.latent_dim - 1})"
+        )
+    return list(dims)
+
+
+def save_sequence_traversal(
+    run: ExploreRun,
+    output: str | Path,
+    index: int = 0,
+    dims: list[int] | None = None,
+    value_range: float = 3.0,
+    steps: int = 11,
+) -> list[tuple[str, list[float], list[str], list[bool] | None]]:
+    """A sequence run's traversal as text: for each dim (highest KL first), the greedy
+    decodings as it runs from -range to +range around test sequence `index`'s code, the
+    others fixed; molecule runs mark each string valid or not. Returns (row label, values,
+    strings, validity) per dim."""
+    scores = run_scores(run)
+    dims = traversal_dims(run, dims)
+    x, name = pick_test_image(run.test, index)
+    vocabulary = vocabulary_of(run.config.data)
+    z = traversal_codes(encode_means(run.model, x[None])[0], dims, value_range, steps)
+    strings = decode_codes(run.model, vocabulary, z)
+    values = torch.linspace(-value_range, value_range, steps).tolist()
+    molecules = is_molecules(run.config.data)
+    lines = [f"# {run.name}: latent traversal around {name}: {vocabulary.decode(x[None])[0]}"]
+    rows = []
+    for r, d in enumerate(dims):
+        row = strings[r * steps : (r + 1) * steps]
+        valid = validity_marks(row)[0] if molecules else None
+        rows.append((scores.label(d), values, row, valid))
+        lines.append(f"# {scores.label(d)}")
+        for i, (value, text) in enumerate(zip(values, row)):
+            mark = "" if valid is None else ("\tvalid" if valid[i] else "\tinvalid")
+            lines.append(f"{value:+.2f}\t{text}{mark}")
+    atomic_write_text(Path(output), "\n".join(lines) + "\n")
+    return rows
+
+
 def save_traversal(
     run: ExploreRun,
     output: str | Path,
@@ -658,14 +713,7 @@ def save_traversal(
     """Rows of one latent dim each (highest KL first), set from -range to +range around the
     code of test image `index`; returns the dims drawn."""
     scores = run_scores(run)
-    if dims is None:
-        dims = ranked_dims(run)[:MAX_TRAVERSE_ROWS]
-    bad = [d for d in dims if not 0 <= d < run.model.latent_dim]
-    if bad:
-        raise ConfigError(
-            f"--dims {bad[0]}: no such latent dimension (the model has {run.model.latent_dim}: "
-            f"0..{run.model.latent_dim - 1})"
-        )
+    dims = traversal_dims(run, dims)
     x, name = pick_test_image(run.test, index)
     images = traverse(run.model, x, dims, value_range, steps)
     rows = [scores.label(d) for d in dims]

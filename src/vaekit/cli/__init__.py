@@ -20,7 +20,7 @@ from collections.abc import Callable
 from vaekit.core.errors import ConfigError, VaekitError
 
 # Commands that do not handle sequence runs yet (docs/sequences.md): a one-line error.
-NOT_FOR_SEQUENCES = ("traverse", "manifold", "denoise", "export", "serve")
+NOT_FOR_SEQUENCES = ("manifold", "denoise", "export", "serve")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

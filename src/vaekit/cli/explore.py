@@ -193,9 +193,10 @@ def add_traverse(sub: argparse._SubParsersAction) -> None:
         help="vary one latent dimension at a time around an input's code",
         description="One row per latent dimension (highest KL first, at most 16 unless --dims "
         "is given): the dimension runs from -RANGE to +RANGE while the others keep the "
-        "posterior mean of test image --index.",
+        "posterior mean of test image --index. A sequence run writes the greedy decodings as "
+        "text (RUN/traversal.txt; molecules marked valid or not) and prints them.",
     )
-    _common(p, "traversal.png")
+    _common(p, "traversal.png; sequence runs RUN/traversal.txt")
     p.add_argument("--dims", type=_dims, metavar="D,D,...", help="dimensions to vary, e.g. 0,3,5")
     p.add_argument("--range", type=positive_float, default=3.0, help="largest |value| (default 3)")
     p.add_argument("--steps", type=step_count, default=11, help="images per row (default 11)")
@@ -215,10 +216,32 @@ def _dims(text: str) -> list[int]:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from vaekit.apps.explore import save_traversal
+    from vaekit.config.runs import RunFolder
 
+    if RunFolder(args.run).load_config().data.kind == "sequence":
+        return traverse_sequences(args)
     output = _output(args, "traversal.png")
     dims = save_traversal(_open(args), output, args.index, args.dims, args.range, args.steps)
     print(f"traversed {len(dims)} dims ({', '.join(map(str, dims))})")
+    return wrote([output])
+
+
+def traverse_sequences(args: argparse.Namespace) -> int:
+    """`traverse` for a sequence run: the strings decoded along each dimension, as text."""
+    from vaekit.apps.explore import check_beside_training, save_sequence_traversal
+
+    output = args.output or args.run / "traversal.txt"
+    check_beside_training(output, args.run)
+    rows = save_sequence_traversal(
+        _open(args), output, args.index, args.dims, args.range, args.steps
+    )
+    for label, values, strings, valid in rows:
+        print(label)
+        width = max(len(s) for s in strings)
+        for i, (value, text) in enumerate(zip(values, strings)):
+            mark = "" if valid is None else ("  valid" if valid[i] else "  invalid")
+            print(f"  {value:+.2f}  {text:<{width}}{mark}".rstrip())
+    print(f"traversed {len(rows)} dims")
     return wrote([output])
 
 
