@@ -60,12 +60,11 @@ added; the harness sets these unless a flag (or --config/--preset) names them:
       budget its per-epoch schedule never leaves 0). Free bits of 0.25 nats per dimension
       (16 nats over 64 dimensions) keep z in use against posterior collapse, which the
       decoder would otherwise fall into and which `vaekit optimize` cannot use, while
-      bounding how far the posterior may stray from the prior. TrainConfig's KL warm-up
-      (`kl_warmup_epochs`) counts whole epochs, and an epoch of MOSES is longer than the
-      budget; TrainConfig has no step- or time-based KL warm-up (only the learning rate has
-      one, `lr_warmup_steps`), so the harness's `KlWarmup` callback replaces the Trainer's
-      `beta_at` with beta * min(1, training seconds / warm-up seconds). The run's
-      config.json records beta and kl_warmup_epochs 0; molecules.json records the warm-up.
+      bounding how far the posterior may stray from the prior. An epoch of MOSES is longer
+      than the budget, so the warm-up is `train.kl_warmup_fraction` = warm-up minutes /
+      --minutes: the weight is beta * min(1, progress / fraction), and under a time budget
+      progress is training seconds over the budget (config.json records it). A vaekit
+      warm-up flag (--kl-warmup, --kl-warmup-steps, --kl-warmup-fraction) replaces it.
   --epochs 1000 --limit-test 2000 --checkpoint-every 500
       The budget ends the run; 1,000 epochs is only a ceiling. Per-epoch evaluation runs
       once, at the end (an epoch outlasts the budget), on the first 2,000 test molecules
@@ -191,8 +190,8 @@ def minute_label(minutes: float) -> str:
 
 
 # --- train ------------------------------------------------------------------------------
-def make_callbacks(run_dir: Path, warmup_s: float, every_s: float, harness: dict):
-    """The harness's training callbacks: KlWarmup and Snapshots (vaekit imported here)."""
+def make_callbacks(run_dir: Path, every_s: float, harness: dict):
+    """The harness's training callbacks: Snapshots and Count (vaekit imported here)."""
     from vaekit.core.files import save_tensors
     from vaekit.training.callbacks import Callback
 
@@ -201,24 +200,6 @@ def make_callbacks(run_dir: Path, warmup_s: float, every_s: float, harness: dict
         steps, per_epoch = trainer.state.global_step, len(trainer.batches)
         full, rest = divmod(steps, per_epoch)
         return full * len(trainer.train_x) + rest * trainer.cfg.batch_size
-
-    class KlWarmup(Callback):
-        """The KL weight ramps from 0 to train.beta over the first `seconds` of training
-        time (TrainConfig's warm-up counts epochs, longer than the budget): the Trainer's
-        `beta_at` is replaced on this Trainer only."""
-
-        def __init__(self, seconds: float) -> None:
-            self.seconds = seconds
-
-        def on_fit_start(self, trainer) -> None:
-            if self.seconds <= 0:
-                return
-            beta, seconds = trainer.cfg.beta, self.seconds
-
-            def beta_at(step: int) -> float:
-                return beta * min(1.0, trainer.train_seconds() / seconds)
-
-            trainer.beta_at = beta_at
 
     class Snapshots(Callback):
         """The weights after every `every` seconds of training time, as
@@ -285,7 +266,7 @@ def make_callbacks(run_dir: Path, warmup_s: float, every_s: float, harness: dict
                 device=str(trainer.device),
             )
 
-    return [KlWarmup(warmup_s), Snapshots(run_dir / SNAPSHOTS, every_s), Count()], seen
+    return [Snapshots(run_dir / SNAPSHOTS, every_s), Count()], seen
 
 
 def add_train_parser(sub, vaekit_flags: bool) -> None:
@@ -336,10 +317,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.exit(f"error: {out}: already trained (model.safetensors); choose another --out")
     resume = (out / "checkpoint.safetensors").exists()
     warmup_min = args.minutes / 5 if args.kl_warmup_minutes is None else args.kl_warmup_minutes
-    if args.kl_warmup is not None and args.kl_warmup_minutes is not None:
-        sys.exit("error: give --kl-warmup-minutes (training time) or --kl-warmup (epochs)")
-    if args.kl_warmup:  # epochs, as asked: no time-based warm-up on top
+    others = [f for f in ("kl_warmup", "kl_warmup_steps", "kl_warmup_fraction") if getattr(args, f)]
+    if others and args.kl_warmup_minutes is not None:
+        sys.exit("error: give --kl-warmup-minutes or a vaekit KL warm-up flag, not both")
+    if others:  # vaekit's own warm-up, as asked: none on top
         warmup_min = 0.0
+    if warmup_min > args.minutes:
+        sys.exit("error: --kl-warmup-minutes must not exceed --minutes")
     if not (args.config or args.preset):
         for key, value in TRAIN_DEFAULTS.items():
             if getattr(args, key) is None:
@@ -350,22 +334,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.name = "seqvae-moses"
     config = build_train_config(args)
     config.train.time_budget = args.minutes * 60
+    if warmup_min:  # a fraction of the time budget: training time, as --minutes counts
+        config.train.kl_warmup_fraction = warmup_min / args.minutes
     config.validate()
     harness = {
         "command": " ".join([sys.executable, *sys.argv]),
         "minutes": args.minutes,
         "curve_every_minutes": args.curve_every,
         "kl_warmup_minutes": warmup_min,
-        "kl_warmup": "beta * min(1, training seconds / warm-up seconds) (callback KlWarmup)",
         **machine(),
     }
     if resume:
         recorded = json.loads((out / RECORD).read_text()) if (out / RECORD).exists() else {}
         old = recorded.get("harness", {})
-        warmup_min = old.get("kl_warmup_minutes", warmup_min)
         args.curve_every = old.get("curve_every_minutes", args.curve_every)
         print(f"resuming {out} from its checkpoint with its own config", file=sys.stderr)
-    callbacks, seen = make_callbacks(out, warmup_min * 60, args.curve_every * 60, harness)
+    callbacks, seen = make_callbacks(out, args.curve_every * 60, harness)
     started = time.perf_counter()
     try:
         run = vaekit.train(

@@ -46,6 +46,23 @@ def test_warmup_ramps_the_learning_rate_linearly(synth, tmp_path):
     assert seen == pytest.approx(expected)
 
 
+def test_kl_warmup_over_a_fraction_of_the_run_follows_its_progress(synth, tmp_path):
+    seen = []
+
+    class Record(vaekit.training.callbacks.Callback):
+        def on_step_end(self, trainer):  # the step just taken was global_step - 1
+            seen.append(trainer.beta_at(trainer.state.global_step - 1))
+
+    config = tiny_config(epochs=100, max_steps=20, kl_warmup_fraction=0.5, beta=2.0)
+    vaekit.train(
+        config, tmp_path / "r", progress=False, outputs=False, data=synth, callbacks=[Record()]
+    )
+    # step k of 20 is k / 20 of the run: the weight reaches beta at step 10, half the run
+    assert seen == pytest.approx([2.0 * min(1.0, k / 10) for k in range(20)])
+    with pytest.raises(ConfigError, match="one of train.kl_warmup"):
+        tiny_config(kl_warmup_fraction=0.2, kl_warmup_steps=5).validate()
+
+
 def test_plateau_cuts_the_learning_rate_when_validation_stalls(synth, tmp_path):
     # lr 0 after warm-up is impossible; a tiny lr makes the validation -ELBO stall instead
     config = tiny_config(epochs=6, lr=1e-9, lr_schedule="plateau", lr_patience=1, lr_factor=0.5)
@@ -97,7 +114,7 @@ def test_cli_training_control_flags_reach_the_config(tmp_path, capsys, monkeypat
     monkeypatch.setattr("vaekit.training.fit.train", fake_train)
     args = ["train", "--steps", "50", "--lr-warmup", "5", "--early-stop", "3"]
     args += ["--lr-schedule", "plateau", "--lr-patience", "4", "--lr-factor", "0.3"]
-    args += ["--keep-best", "2", "--valid-size", "100"]
+    args += ["--keep-best", "2", "--valid-size", "100", "--kl-warmup-fraction", "0.2"]
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "stop here" in err
     train_config = captured["config"].train
@@ -111,10 +128,18 @@ def test_cli_training_control_flags_reach_the_config(tmp_path, capsys, monkeypat
         4,
         0.3,
     )
-    assert train_config.keep_best == 2
+    assert train_config.keep_best == 2 and train_config.kl_warmup_fraction == 0.2
 
 
-@pytest.mark.parametrize("flag", [["--lr-factor", "1"], ["--lr-factor", "0"], ["--steps", "0"]])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--lr-factor", "1"],
+        ["--lr-factor", "0"],
+        ["--steps", "0"],
+        ["--kl-warmup-fraction", "1.5"],
+    ],
+)
 def test_bad_training_control_values_are_refused(flag, capsys):
     code, _, err = run_cli(["train", *flag], capsys)
     assert code == 2 and "Traceback" not in err

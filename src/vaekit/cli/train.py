@@ -84,6 +84,7 @@ TRAIN_OVERRIDES = {
     "beta": ("train", "beta"),
     "kl_warmup": ("train", "kl_warmup_epochs"),
     "kl_warmup_steps": ("train", "kl_warmup_steps"),
+    "kl_warmup_fraction": ("train", "kl_warmup_fraction"),
     "free_bits": ("train", "free_bits"),
     "iw_k": ("train", "iw_k"),
     "checkpoint_every": ("train", "checkpoint_every_steps"),
@@ -333,6 +334,14 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         metavar="STEPS",
         help="ramp beta from 0 over STEPS steps (instead of --kl-warmup, for long epochs)",
+    )
+    g.add_argument(
+        "--kl-warmup-fraction",
+        type=non_negative_float,
+        metavar="F",
+        help="ramp beta from 0 over the first F (0-1) of the run: of its epochs, or of "
+        "--steps or --time-budget where those end it sooner (a time budget counts "
+        "training time)",
     )
     g.add_argument(
         "--free-bits",

@@ -105,6 +105,8 @@ class TrainConfig:
     beta: float = 1.0
     kl_warmup_epochs: int = 0  # beta ramps linearly from 0 to `beta` over this many epochs
     kl_warmup_steps: int = 0  # ... or over this many steps (for epochs longer than a run)
+    kl_warmup_fraction: float = 0.0  # ... or over this fraction of the run: of its epochs,
+    # or of --steps or the time budget where those end it sooner (as the lr schedules count)
     free_bits: float = 0.0  # nats: floor on each latent dimension's batch-mean KL in the loss
     iw_k: int = 1  # importance samples of the IWAE training objective (1: the ELBO)
     eval_batch_size: int = 1000
@@ -214,8 +216,20 @@ class RunConfig:
         _check(self.train.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
         _check(self.train.kl_warmup_steps >= 0, "train.kl_warmup_steps must be >= 0")
         _check(
-            not (self.train.kl_warmup_steps and self.train.kl_warmup_epochs),
-            "give train.kl_warmup_epochs or train.kl_warmup_steps, not both",
+            0 <= self.train.kl_warmup_fraction <= 1,
+            "train.kl_warmup_fraction must be between 0 and 1",
+        )
+        _check(
+            sum(
+                bool(v)
+                for v in (
+                    self.train.kl_warmup_steps,
+                    self.train.kl_warmup_epochs,
+                    self.train.kl_warmup_fraction,
+                )
+            )
+            <= 1,
+            "give one of train.kl_warmup_epochs, kl_warmup_steps and kl_warmup_fraction",
         )
         _check(self.train.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0")
         _check(

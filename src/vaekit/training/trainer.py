@@ -210,7 +210,11 @@ class Trainer:
 
     # --- schedule ---------------------------------------------------------------------
     def beta_at(self, step: int) -> float:
-        """KL weight: ramps linearly from 0 to beta over the warm-up epochs (or steps)."""
+        """KL weight: ramps linearly from 0 to beta over the warm-up epochs, steps, or
+        fraction of the run (progress_fraction: by a time budget, training time)."""
+        if self.cfg.kl_warmup_fraction:
+            done = self.progress_fraction(step)
+            return self.cfg.beta * min(1.0, done / self.cfg.kl_warmup_fraction)
         warmup_steps = self.cfg.kl_warmup_steps or self.cfg.kl_warmup_epochs * len(self.batches)
         if warmup_steps == 0:
             return self.cfg.beta
@@ -220,11 +224,13 @@ class Trainer:
         """Training time so far, this stretch included (evaluation is not counted)."""
         return self.state.train_seconds + time.perf_counter() - self.clock_started
 
-    def progress_fraction(self) -> float:
-        """How far the run is, in [0, 1]: by epochs, or by a budget that ends it sooner."""
-        done = self.state.global_step / (self.cfg.epochs * len(self.batches))
+    def progress_fraction(self, step: int | None = None) -> float:
+        """How far the run is, in [0, 1], after `step` steps (default: those taken): by
+        epochs, or by a budget that ends it sooner (a time budget: training time so far)."""
+        step = self.state.global_step if step is None else step
+        done = step / (self.cfg.epochs * len(self.batches))
         if self.cfg.max_steps:
-            done = max(done, self.state.global_step / self.cfg.max_steps)
+            done = max(done, step / self.cfg.max_steps)
         if self.cfg.time_budget:
             done = max(done, self.train_seconds() / self.cfg.time_budget)
         return min(1.0, done)
