@@ -19,9 +19,6 @@ from collections.abc import Callable
 
 from vaekit.core.errors import ConfigError, VaekitError
 
-# Commands that do not handle sequence runs yet (docs/sequences.md): a one-line error.
-NOT_FOR_SEQUENCES = ("manifold", "denoise", "export", "serve")
-
 
 class DefaultsFormatter(argparse.HelpFormatter):
     """Help that ends every option's text with its default, unless the text already says
@@ -160,9 +157,10 @@ def load_plugins(argv: list[str]) -> None:
 
 
 def refuse_sequence_run(args: argparse.Namespace) -> None:
-    """A ConfigError if the command is in NOT_FOR_SEQUENCES and its run is a sequence run."""
+    """A ConfigError if the command's parser says it takes no sequence runs
+    (`set_defaults(sequence_runs=False)`) and its run is a sequence run."""
     run = getattr(args, "run", None)
-    if args.command not in NOT_FOR_SEQUENCES or run is None:
+    if getattr(args, "sequence_runs", True) or run is None:
         return
     from vaekit.config.runs import RunFolder
 

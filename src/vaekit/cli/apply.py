@@ -155,7 +155,7 @@ def add_denoise(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="DIR", help="default RUN/denoise")
     p.add_argument("--png", action="store_true", help="also one PNG per image in DIR/denoised/")
     p.add_argument("--seed", type=seed, default=0, help="seed of the noise")
-    p.set_defaults(run_command=cmd_denoise)
+    p.set_defaults(run_command=cmd_denoise, sequence_runs=False)  # images and tables only
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:

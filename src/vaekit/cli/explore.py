@@ -89,7 +89,7 @@ def add_manifold(sub: argparse._SubParsersAction) -> None:
     )
     _common(p, "manifold.png")
     p.add_argument("--grid", type=grid_side, default=20, help="images per side (default 20)")
-    p.set_defaults(run_command=cmd_manifold)
+    p.set_defaults(run_command=cmd_manifold, sequence_runs=False)  # images and tables only
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:

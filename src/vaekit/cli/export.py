@@ -29,7 +29,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     add_output_argument(p, "output folder (default RUN/export)", metavar="DIR")
     p.add_argument("--seed", type=seed, default=0, help="seed of the parity check's inputs (0)")
-    p.set_defaults(run_command=cmd_export)
+    p.set_defaults(run_command=cmd_export, sequence_runs=False)  # images and tables only
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         f"{TOKEN_VARIABLE} environment variable; none if unset)",
     )
     add_device_argument(p)
-    p.set_defaults(run_command=cmd_serve)
+    p.set_defaults(run_command=cmd_serve, sequence_runs=False)  # images and tables only
 
 
 def is_loopback(host: str) -> bool:
