@@ -74,9 +74,9 @@ added; the harness sets these unless a flag (or --config/--preset) names them:
 `sample`: N strings from the final weights or a snapshot (--snapshot M, the minute mark),
 vaekit's own sampler (`sample_strings`: z ~ N(0, I), each token from softmax(logits / T)
 at T = 1, seed 0), one a line; an empty decoding stays as an (invalid) empty line, and so
-does a sample holding <unk> (vaekit's decoder may emit it; it decodes as U+FFFD, and the
-RDKit of the MOSES venv reads 'C\ufffd...' as the molecule before that character, so
-left as it is it would count as valid). `FILE.json` beside the samples records the run,
+would a sample holding <unk> (vaekit's decoder never emits it now; it would decode as
+U+FFFD, and the RDKit of the MOSES venv reads 'C\ufffd...' as the molecule before that
+character, so left as it is it would count as valid). `FILE.json` beside the samples records the run,
 the weights, the time, how many held <unk>, and vaekit's RDKit validity (MOSES's, from
 `score`, is the figure that counts).
 
