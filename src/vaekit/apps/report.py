@@ -397,7 +397,7 @@ def sequence_reconstructions(run: explore.ExploreRun, draw: bool) -> Strings:
         cells = []
         for start in range(0, len(shown), MOLECULES_PER_ROW):  # test molecules, then theirs
             chunk = shown[start : start + MOLECULES_PER_ROW]
-            gap = [("", "")] * (MOLECULES_PER_ROW - len(chunk))  # a short last row stays aligned
+            gap = [None] * (MOLECULES_PER_ROW - len(chunk))  # a short last row stays aligned
             cells += [(a, "") for a, _ in chunk] + gap
             cells += [(b, "=" if a == b else "x") for a, b in chunk] + gap
         section.drawing = molecule_grid(cells)
@@ -444,18 +444,19 @@ def validity_line(smiles: list[str]) -> str:
     )
 
 
-def molecule_grid(cells: list[tuple[str, str]], per_row: int = MOLECULES_PER_ROW) -> str:
+def molecule_grid(cells: list[tuple[str, str] | None], per_row: int = MOLECULES_PER_ROW) -> str:
     """(SMILES, label) cells drawn as 2-D structures by RDKit, each an inline SVG with its
-    label and SMILES below; a SMILES RDKit cannot read is a red cell marked INVALID, an
-    empty pair an empty cell."""
+    label and SMILES below; a SMILES RDKit cannot read (an empty decoding too) is a red
+    cell marked INVALID, None an empty cell."""
     chem = rdkit_chem()
     from rdkit.Chem.Draw import rdMolDraw2D  # RDKit is optional: imported once it is found
 
     html_cells = []
-    for smiles, label in cells:
-        if not smiles and not label:
+    for cell in cells:
+        if cell is None:
             html_cells.append('<div class="mol empty"></div>')
             continue
+        smiles, label = cell
         molecule = chem.MolFromSmiles(smiles) if smiles else None
         shown = smiles[:LEGEND_CHARS] + ("..." if len(smiles) > LEGEND_CHARS else "")
         text = f"{label} {shown}".strip()
