@@ -42,10 +42,12 @@ added; the harness sets these unless a flag (or --config/--preset) names them:
   --precision auto
       bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX, as the Zen 5
       of the development machine), fp32 elsewhere. GRUs on CPUs are matrix products, and
-      bf16 ones run about 5x faster there: this size trained at 2.3x the sequences per
-      second of fp32 (one thread beside another job, 2026-12-06: 340 steps of 128 in 45 s
-      against 94 s), with the same loss at the same step (42.0 against 42.8 nats at step
-      340). Sums and the loss stay in fp32 (vaekit's autocast).
+      bf16 ones run about 5x faster there: this size trained at 2.25x the sequences per
+      second of fp32 (one thread beside another job, 2026-12-06: 640 steps of 128 in 86.9 s
+      against 195.4 s), its loss no worse at the same step (34.0 against 35.6 nats at step
+      640; the time-based KL weight was lower in the faster run, so this is no proof of
+      equal quality: the 60-minute curve is). Sums and the loss stay in fp32 (vaekit's
+      autocast).
   --lr 1e-3 --lr-schedule cosine --lr-min 1e-4
       Adam; the cosine decay runs over the time budget (vaekit's progress fraction is the
       budget's), so the last minutes anneal.
