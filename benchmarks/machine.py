@@ -3,7 +3,10 @@ their own environment without vaekit, import it too as a sibling module)."""
 
 from __future__ import annotations
 
+import datetime
+import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -16,3 +19,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def where_measured() -> dict:
+    """The command, time and machine of a result file: its first fields."""
+    return {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }

@@ -121,7 +121,6 @@ standard library, so it imports in either environment (and in CI).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -131,7 +130,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/machine.py, a sibling module
+from machine import where_measured  # benchmarks/machine.py, a sibling module
 
 HERE = Path(__file__).resolve().parent
 MOSES_PYTHON = os.environ.get("MOSES_PYTHON", "/work/moses-venv/bin/python")
@@ -164,14 +163,8 @@ MOSES_SIZE = {"hidden": [256, 512, 512, 512], "latent_dim": 128, "embedding_dim"
 
 
 def machine() -> dict:
-    """Where a figure was measured."""
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_name(),
-        "cpus_available": len(os.sched_getaffinity(0)),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-    }
+    """Where and how a figure was measured: the command, time, machine and Python."""
+    return {**where_measured(), "python": platform.python_version()}
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -340,11 +333,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.train.kl_warmup_fraction = warmup_min / args.minutes
     config.validate()
     harness = {
-        "command": " ".join([sys.executable, *sys.argv]),
+        **machine(),
         "minutes": args.minutes,
         "curve_every_minutes": args.curve_every,
         "kl_warmup_minutes": warmup_min,
-        **machine(),
     }
     if resume:
         recorded = json.loads((out / RECORD).read_text()) if (out / RECORD).exists() else {}
@@ -604,9 +596,8 @@ def cmd_quick_score(args: argparse.Namespace) -> int:
         pool.close()
         pool.join()
     row = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "kind": "quick: valid, unique@k, FCD/Test, Novelty (MOSES's functions)",
         **machine(),
+        "kind": "quick: valid, unique@k, FCD/Test, Novelty (MOSES's functions)",
         "torch_threads": torch.get_num_threads(),
         "n_jobs": args.n_jobs,
         "versions": {"molsets": moses.__version__, "torch": torch.__version__},
@@ -967,7 +958,6 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         write_json(
             args.out,
             {
-                "command": " ".join([sys.executable, *sys.argv]),
                 **machine(),
                 "torch": torch.__version__,
                 "molsets": moses.__version__,

@@ -35,16 +35,14 @@ against wall-clock minutes, the sampling time).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/machine.py, a sibling module
+from machine import where_measured  # benchmarks/machine.py, a sibling module
 
 
 def moses_config(batch: int, seed: int):
@@ -315,12 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     report = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_name(),
-        "cpus_available": len(os.sched_getaffinity(0)),
+        **where_measured(),
         "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "versions": {
             "python": platform.python_version(),
             "molsets": moses.__version__,

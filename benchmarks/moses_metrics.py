@@ -27,7 +27,6 @@ the sample counts, how many test molecules the reference statistics use, and the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pickle
@@ -37,7 +36,7 @@ import time
 import warnings
 from pathlib import Path
 
-from machine import cpu_name  # benchmarks/machine.py, a sibling module
+from machine import where_measured  # benchmarks/machine.py, a sibling module
 
 # What MOSES's README (the current release, whose split molsets 0.3.1 ships) publishes for
 # its VAE, mean of 3 runs, 30,000 samples each. Printed beside the measured row.
@@ -266,12 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
     n_valid = round(valid * len(gen))
     row = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_name(),
-        "cpus_available": len(os.sched_getaffinity(0)),
+        **where_measured(),
         "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "n_jobs": args.n_jobs,
         "device": args.device,
         "versions": {
