@@ -330,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = build_train_config(args)
     config.train.time_budget = args.minutes * 60
     if warmup_min:  # a fraction of the time budget: training time, as --minutes counts
-        config.train.kl_warmup_fraction = warmup_min / args.minutes
+        config.train.kl_warmup_fraction = round(warmup_min / args.minutes, 9)
     config.validate()
     harness = {
         **machine(),
